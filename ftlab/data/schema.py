@@ -142,6 +142,20 @@ class ChatExample(BaseModel):
         return self.model_dump(exclude_none=True, exclude={"line"})
 
 
+def template_messages(messages: list[Message] | list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Messages as the plain {role, content} dicts every chat template understands.
+
+    Content parts are joined and tool calls rendered as JSON text, so templates that know nothing of tools
+    still see (and train on) the whole conversation.
+    """
+    out = []
+    for message in messages:
+        if isinstance(message, dict):
+            message = Message.model_validate(message)
+        out.append({"role": message.role, "content": message.text})
+    return out
+
+
 def _error_from_validation(exc: ValidationError, path: str | Path | None, line: int) -> DataError:
     err = exc.errors()[0]
     loc = [p for p in err["loc"]]
