@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
+
 import typer
+
+from ftlab.cli.train import generate_command, train_command
 
 app = typer.Typer(
     name="ftlab",
@@ -16,6 +20,15 @@ app = typer.Typer(
 @app.callback()
 def main() -> None:
     """ftlab: fine-tune and evaluate chat models you own. State lives under FTLAB_HOME (default ~/.ftlab)."""
+    # Our own progress bars say what matters; the libraries' per-load bars and deprecation notes are noise here.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+app.command("train")(train_command)
+app.command("generate")(generate_command)
 
 
 if __name__ == "__main__":

@@ -139,7 +139,7 @@ class ChatExample(BaseModel):
         return self.messages[last].text
 
     def to_openai(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True, exclude={"line"})
+        return self.model_dump(exclude_unset=True, exclude={"line"})
 
 
 def template_messages(messages: list[Message] | list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -167,6 +167,8 @@ def _error_from_validation(exc: ValidationError, path: str | Path | None, line: 
         field = ".".join(rest) or None
     elif loc:
         field = ".".join(str(p) for p in loc)
+    else:
+        field = "messages"  # example-level checks are about the conversation as a whole
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = f"unknown key '{loc[-1]}'"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import GenerationConfig, LogitsProcessorList, TextIteratorStreamer
+from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria, TextIteratorStreamer
 
 from ftlab.data.schema import template_messages
 from ftlab.models import Precision, best_precision, cpu_has_bf16, default_device, load_model, load_tokenizer
@@ -28,6 +28,21 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str
+
+
+class StopOnStrings(StoppingCriteria):
+    """Stop a row once its generated text contains a stop string.
+
+    Hand-written because transformers' `stop_strings` also matches text that straddles the prompt (a prompt
+    ending in "\\n" plus a generated "\\n" stops on "\\n\\n"), which OpenAI's `stop` never does.
+    """
+
+    def __init__(self, tokenizer, stops: list[str], prompt_width: int) -> None:
+        self.tokenizer, self.stops, self.prompt_width = tokenizer, stops, prompt_width
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_width :], skip_special_tokens=True)
+        return torch.tensor([any(stop in text for stop in self.stops) for text in texts], device=input_ids.device)
 
 
 def inference_precision(device: torch.device) -> Precision:
@@ -72,9 +87,8 @@ class ChatModel:
         )
         return list(ids)
 
-    def _generation_config(
-        self, max_new_tokens: int, temperature: float, top_p: float, stop: list[str] | None
-    ) -> GenerationConfig:
+    def _generation_config(self, max_new_tokens: int, temperature: float, top_p: float) -> GenerationConfig:
+        """Sampling settings; `stop` is handled by `StopOnStrings`, not by transformers."""
         sample = temperature > 0
         return GenerationConfig(
             max_new_tokens=max_new_tokens,
@@ -82,7 +96,6 @@ class ChatModel:
             temperature=temperature if sample else None,
             top_p=top_p if sample else None,
             top_k=None,
-            stop_strings=stop or None,
             eos_token_id=self.tokenizer.eos_token_id,
             pad_token_id=self.tokenizer.pad_token_id,
         )
@@ -108,17 +121,19 @@ class ChatModel:
             torch.manual_seed(seed)
         prompts = [self.prompt_ids(conversation) for conversation in conversations]
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-        config = self._generation_config(max_new_tokens, temperature, top_p, stop)
+        config = self._generation_config(max_new_tokens, temperature, top_p)
         results: list[Completion | None] = [None] * len(prompts)
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             for index, completion in zip(
-                batch, self._generate_batch([prompts[i] for i in batch], config, logits_processor), strict=True
+                batch, self._generate_batch([prompts[i] for i in batch], config, stop, logits_processor), strict=True
             ):
                 results[index] = completion
         return [r for r in results if r is not None]
 
-    def _generate_batch(self, prompts: list[list[int]], config: GenerationConfig, logits_processor: Any):
+    def _generate_batch(
+        self, prompts: list[list[int]], config: GenerationConfig, stop: list[str] | None, logits_processor: Any
+    ):
         width = max(len(p) for p in prompts)
         pad = self.tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
@@ -131,12 +146,12 @@ class ChatModel:
             attention_mask=attention,
             generation_config=config,
             logits_processor=processors,
-            tokenizer=self.tokenizer,
+            stopping_criteria=[StopOnStrings(self.tokenizer, stop, width)] if stop else None,
         )
         for prompt, row in zip(prompts, output[:, width:].tolist(), strict=True):
-            yield self._completion(prompt, row, config)
+            yield self._completion(prompt, row, stop)
 
-    def _completion(self, prompt: list[int], row: list[int], config: GenerationConfig) -> Completion:
+    def _completion(self, prompt: list[int], row: list[int], stop: list[str] | None) -> Completion:
         eos = self.tokenizer.eos_token_id
         pad = self.tokenizer.pad_token_id
         finish = "length"
@@ -147,10 +162,9 @@ class ChatModel:
             row = row[:-1]
             finish = "stop"
         text = self.tokenizer.decode(row, skip_special_tokens=True)
-        for stop in config.stop_strings or []:
-            cut = text.find(stop)
-            if cut >= 0:
-                text, finish = text[:cut], "stop"
+        cuts = [text.find(s) for s in stop or [] if s in text]
+        if cuts:
+            text, finish = text[: min(cuts)], "stop"
         return Completion(text=text, prompt_tokens=len(prompt), completion_tokens=len(row), finish_reason=finish)
 
     def stream(
@@ -168,7 +182,7 @@ class ChatModel:
         if seed is not None:
             torch.manual_seed(seed)
         prompt = self.prompt_ids(messages)
-        config = self._generation_config(max_new_tokens, temperature, top_p, stop)
+        config = self._generation_config(max_new_tokens, temperature, top_p)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         processors = logits_processor
         if processors is not None and not isinstance(processors, LogitsProcessorList):
@@ -182,7 +196,7 @@ class ChatModel:
                     attention_mask=torch.ones_like(inputs),
                     generation_config=config,
                     logits_processor=processors,
-                    tokenizer=self.tokenizer,
+                    stopping_criteria=[StopOnStrings(self.tokenizer, stop, inputs.shape[1])] if stop else None,
                     streamer=streamer,
                 )
 
@@ -191,8 +205,8 @@ class ChatModel:
         emitted = ""
         for delta in streamer:
             emitted += delta
-            if config.stop_strings and any(s in emitted for s in config.stop_strings):
-                cut = min(emitted.find(s) for s in config.stop_strings if s in emitted)
+            if stop and any(s in emitted for s in stop):
+                cut = min(emitted.find(s) for s in stop if s in emitted)
                 tail = emitted[:cut][len(emitted) - len(delta) :]
                 if tail:
                     yield tail

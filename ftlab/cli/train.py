@@ -1,0 +1,146 @@
+"""`ftlab train` and `ftlab generate`: the command-line front door of the recipe and of generation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from ftlab.config import BUNDLED_MODEL, TrainConfig
+from ftlab.data.schema import DataError
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _auto_int(value: str, name: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise typer.BadParameter(f"{name} must be a whole number or 'auto', got {value!r}") from None
+
+
+def _auto_float(value: str, name: str) -> float | str:
+    if value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise typer.BadParameter(f"{name} must be a number or 'auto', got {value!r}") from None
+
+
+def fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(2)
+
+
+def print_mask(config: TrainConfig, train_file: Path, n: int) -> None:
+    """Show the trained tokens (green) of the first n examples."""
+    from ftlab.data.schema import read_examples
+    from ftlab.models import load_tokenizer
+    from ftlab.train.tokenize import render_mask, tokenize_example
+
+    tokenizer = load_tokenizer(config.model)
+    for example in read_examples(train_file)[:n]:
+        item = tokenize_example(tokenizer, example, config.max_length)
+        console.rule(f"line {example.line}: {item.n_trained} of {len(item.input_ids)} tokens trained")
+        console.print(render_mask(tokenizer, item), highlight=False)
+
+
+def train_command(
+    train_file: Annotated[Path, typer.Argument(help="Chat JSONL training file (OpenAI fine-tuning format).")],
+    validation: Annotated[Path | None, typer.Option("--validation", help="Chat JSONL validation file.")] = None,
+    model: Annotated[str, typer.Option(help="Bundled name, local Hugging Face folder or hub id.")] = BUNDLED_MODEL,
+    epochs: Annotated[str, typer.Option(help="Epochs, or 'auto' (OpenAI cookbook rule).")] = "auto",
+    batch_size: Annotated[str, typer.Option(help="Examples per step, or 'auto'.")] = "auto",
+    learning_rate_multiplier: Annotated[
+        str, typer.Option(help="Multiplier of the method's base learning rate (LoRA 2e-4, full 2e-5), or 'auto'.")
+    ] = "auto",
+    method: Annotated[str, typer.Option(help="lora, dora or full.")] = "lora",
+    lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
+    lora_alpha: Annotated[int, typer.Option(help="LoRA alpha (scale = alpha / r).")] = 32,
+    loraplus_lr_ratio: Annotated[
+        float | None, typer.Option(help="LoRA+: learning-rate ratio of B to A matrices (e.g. 16).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for initialisation and batch order.")] = 42,
+    early_stopping_patience: Annotated[
+        int | None, typer.Option(help="Stop after this many validations without improvement.")
+    ] = None,
+    max_length: Annotated[int, typer.Option(help="Cut examples longer than this many tokens.")] = 2048,
+    output: Annotated[Path | None, typer.Option("--output", help="Run folder (default FTLAB_HOME/runs/…).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the last epoch checkpoint in --output.")] = False,
+    print_mask_n: Annotated[
+        int, typer.Option("--print-mask", help="Show the trained tokens of the first N examples, then train.")
+    ] = 0,
+) -> None:
+    """Fine-tune a chat model on a chat JSONL file (LoRA by default) and write a run folder."""
+    from ftlab.train.recipe import train
+
+    try:
+        config = TrainConfig(
+            model=model,
+            n_epochs=_auto_int(epochs, "--epochs"),
+            batch_size=_auto_int(batch_size, "--batch-size"),
+            learning_rate_multiplier=_auto_float(learning_rate_multiplier, "--learning-rate-multiplier"),
+            method=method,
+            lora_r=lora_r,
+            lora_alpha=lora_alpha,
+            loraplus_lr_ratio=loraplus_lr_ratio,
+            seed=seed,
+            early_stopping_patience=early_stopping_patience,
+            max_length=max_length,
+        )
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        fail(f"--{str(problem['loc'][0]).replace('_', '-')}: {problem['msg']}")
+    if resume and output is None:
+        fail("--resume needs --output (the run folder to continue)")
+    try:
+        if print_mask_n:
+            print_mask(config, train_file, print_mask_n)
+
+        def show(event) -> None:
+            if event.type == "warning":
+                err.print(f"[bold yellow]warning:[/] {event.message}")
+            elif event.type in ("message", "checkpoint"):
+                console.print(event.message)
+
+        result = train(config, train_file, validation, output, on_event=show, resume=resume)
+    except DataError as exc:
+        fail(str(exc))
+    c = result.config
+    console.print(
+        f"\n[bold]Run folder:[/] {result.output_dir}\n"
+        f"  resolved: n_epochs={c.n_epochs} batch_size={c.batch_size} "
+        f"learning_rate_multiplier={c.learning_rate_multiplier} (lr {c.learning_rate:.2e})\n"
+        f"  final adapter: {result.final_dir}\n  metrics: {result.metrics_csv}\n"
+        f"  loss plot: {result.output_dir / 'loss.png'}"
+    )
+    if result.best_checkpoint:
+        console.print(f"  best checkpoint (validation loss): {result.best_checkpoint.path}")
+
+
+def generate_command(
+    user: Annotated[str, typer.Option(help="The user message.")],
+    model: Annotated[str, typer.Option(help="Bundled name, local folder or hub id.")] = BUNDLED_MODEL,
+    adapter: Annotated[Path | None, typer.Option(help="A LoRA adapter folder (e.g. RUN/final).")] = None,
+    system: Annotated[str | None, typer.Option(help="An optional system message.")] = None,
+    temperature: Annotated[float, typer.Option(help="0 means greedy.")] = 0.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass (with temperature > 0).")] = 1.0,
+    max_new_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = 256,
+    seed: Annotated[int | None, typer.Option(help="Seed for sampling.")] = None,
+) -> None:
+    """Print a model's reply to one user message (greedy by default)."""
+    from ftlab.infer.generate import ChatModel
+
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+    chat = ChatModel(model, adapter)
+    for delta in chat.stream(messages, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                             seed=seed):
+        console.print(delta, end="", highlight=False, markup=False)
+    console.print()

@@ -1,0 +1,79 @@
+"""Generation: batching does not change greedy outputs, adapters reload exactly, stop strings and streaming."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ftlab.config import TrainConfig
+from ftlab.infer.generate import ChatModel
+from ftlab.train.recipe import train
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "Hello there"}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "A much longer question about soup?"}],
+    [{"role": "user", "content": "x"}],
+]
+
+
+def test_batched_greedy_equals_one_by_one(tiny_model_dir: Path) -> None:
+    chat = ChatModel(str(tiny_model_dir))
+    batched = chat.generate(CONVERSATIONS, max_new_tokens=12, batch_size=3)
+    single = [chat.generate([c], max_new_tokens=12)[0] for c in CONVERSATIONS]
+    assert [c.text for c in batched] == [c.text for c in single]
+    assert all(c.completion_tokens <= 12 and c.prompt_tokens > 5 for c in batched)
+    assert {c.finish_reason for c in batched} <= {"stop", "length"}
+
+
+def test_stream_matches_generate_and_stop_cuts(tiny_model_dir: Path) -> None:
+    chat = ChatModel(str(tiny_model_dir))
+    full = chat.generate([CONVERSATIONS[0]], max_new_tokens=16)[0].text
+    assert "".join(chat.stream(CONVERSATIONS[0], max_new_tokens=16)) == full
+    if len(full) > 4:
+        stop = full[2:4]
+        cut = chat.generate([CONVERSATIONS[0]], max_new_tokens=16, stop=[stop])[0]
+        assert cut.text == full[: full.find(stop)] and cut.finish_reason == "stop"
+
+
+def test_sampling_with_seed_is_reproducible(tiny_model_dir: Path) -> None:
+    chat = ChatModel(str(tiny_model_dir))
+    a = chat.generate(CONVERSATIONS, max_new_tokens=10, temperature=1.0, top_p=0.9, seed=3)
+    b = chat.generate(CONVERSATIONS, max_new_tokens=10, temperature=1.0, top_p=0.9, seed=3)
+    assert [c.text for c in a] == [c.text for c in b]
+
+
+def _adapter_roundtrip(model_dir: Path, tmp_path: Path, n_epochs: int = 1) -> None:
+    data = tmp_path / "train.jsonl"
+    with open(data, "w") as handle:
+        for i in range(8):
+            handle.write(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
+                                                  {"role": "assistant", "content": f"a{i}"}]}) + "\n")
+    config = TrainConfig(model=str(model_dir), n_epochs=n_epochs, batch_size=4, learning_rate_multiplier=10.0)
+    result = train(config, data, data, tmp_path / "run", progress=False)
+    rows = [line.split(",") for line in result.metrics_csv.read_text().splitlines()[1:]]
+    assert float(rows[-1][1]) < float(rows[0][1]), "training loss should fall"
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6]])
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager")
+    unmerged = PeftModel.from_pretrained(base, str(result.final_dir)).eval()
+    with torch.no_grad():
+        reloaded = unmerged(ids).logits
+        merged = unmerged.merge_and_unload()(ids).logits
+        base_only = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)(ids).logits
+    assert not torch.allclose(reloaded, base_only, atol=1e-4), "the adapter should change the model"
+    torch.testing.assert_close(merged, reloaded, atol=5e-3, rtol=1e-3)  # fp32 rounding over 30 layers
+
+
+def test_adapter_reloads_and_merges_to_the_same_logits(tiny_model_dir: Path, tmp_path: Path) -> None:
+    _adapter_roundtrip(tiny_model_dir, tmp_path)
+
+
+@pytest.mark.bundled
+def test_bundled_model_trains_and_reloads(bundled_model_dir: Path, tmp_path: Path) -> None:
+    _adapter_roundtrip(bundled_model_dir, tmp_path, n_epochs=2)

@@ -1,0 +1,185 @@
+"""The training recipe on a tiny random Llama: mask, determinism, resume, methods, cancel, run folder."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ftlab.config import TrainConfig, auto_batch_size, auto_epochs
+from ftlab.data.schema import parse_example
+from ftlab.models import load_tokenizer
+from ftlab.train.recipe import length_grouped_batches, overfitting, train
+from ftlab.train.tokenize import IGNORE_INDEX, tokenize_example
+
+MULTI_TURN = {
+    "messages": [
+        {"role": "system", "content": "You list ingredients."},
+        {"role": "user", "content": "Title: Toast"},
+        {"role": "assistant", "content": '["bread", "butter"]'},
+        {"role": "user", "content": "And for tea?"},
+        {"role": "assistant", "content": "Just ask again.", "weight": 0},
+        {"role": "user", "content": "Tea, please."},
+        {"role": "assistant", "content": '["tea", "water"]'},
+    ]
+}
+
+
+def write_dataset(path: Path, n: int, offset: int = 0) -> Path:
+    with open(path, "w") as handle:
+        for i in range(offset, offset + n):
+            example = {"messages": [
+                {"role": "system", "content": "Answer with a JSON list."},
+                {"role": "user", "content": f"Ingredients of dish number {i}?"},
+                {"role": "assistant", "content": json.dumps([f"item{i % 7}", "salt", "water"][: 1 + i % 3])},
+            ]}
+            handle.write(json.dumps(example) + "\n")
+    return path
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> tuple[Path, Path]:
+    return write_dataset(tmp_path / "train.jsonl", 24), write_dataset(tmp_path / "val.jsonl", 6, offset=100)
+
+
+def tiny_config(model: Path, **overrides) -> TrainConfig:
+    values = {"model": str(model), "n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 20.0, "seed": 7}
+    return TrainConfig(**{**values, **overrides})
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_mask_decodes_to_exactly_the_trained_assistant_replies(tiny_model_dir: Path) -> None:
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    item = tokenize_example(tokenizer, parse_example(MULTI_TURN))
+    # Group consecutive trained tokens into spans and decode each span.
+    spans, current = [], []
+    for token, label in zip(item.input_ids, item.labels, strict=True):
+        if label != IGNORE_INDEX:
+            current.append(token)
+        elif current:
+            spans.append(current)
+            current = []
+    if current:
+        spans.append(current)
+    decoded = [tokenizer.decode(span) for span in spans]
+    assert decoded == ['["bread", "butter"]<|im_end|>', '["tea", "water"]<|im_end|>']
+    assert all(label in (IGNORE_INDEX, token) for token, label in zip(item.input_ids, item.labels, strict=True))
+
+
+def test_truncation_is_counted(tiny_model_dir: Path) -> None:
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    item = tokenize_example(tokenizer, parse_example(MULTI_TURN), max_length=20)
+    assert len(item.input_ids) == 20 and item.truncated_tokens > 0
+
+
+def test_auto_rules_follow_the_cookbook() -> None:
+    assert auto_epochs(10) == 10 and auto_epochs(3) == 25 and auto_epochs(100) == 3 and auto_epochs(20_000) == 1
+    assert auto_epochs(5_000) == 5 - 0 or auto_epochs(5_000) == 3
+    assert auto_batch_size(100) == 8 and auto_batch_size(20) == 2 and auto_batch_size(100_000) == 200
+    resolved = TrainConfig().resolve(40)
+    assert (resolved.n_epochs, resolved.batch_size, resolved.learning_rate_multiplier) == (3, 4, 1.0)
+
+
+def test_unknown_setting_fails_loudly() -> None:
+    with pytest.raises(ValueError, match="extra"):
+        TrainConfig(n_epoch=3)
+    with pytest.raises(ValueError):
+        TrainConfig(n_epochs=0)
+
+
+def test_length_grouped_batches_cover_everything_once_and_group_lengths() -> None:
+    lengths = [((i * 37) % 100) + 1 for i in range(200)]
+    batches = length_grouped_batches(lengths, 8, seed=1, epoch=0)
+    assert sorted(i for b in batches for i in b) == list(range(200))
+    padding = sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+    assert padding / sum(lengths) < 0.1
+    assert batches == length_grouped_batches(lengths, 8, seed=1, epoch=0)
+    assert batches != length_grouped_batches(lengths, 8, seed=1, epoch=1)
+
+
+def test_overfitting_needs_two_rises_while_training_falls() -> None:
+    assert overfitting([(2.0, 1.0), (1.5, 1.1), (1.0, 1.2)])
+    assert not overfitting([(2.0, 1.0), (1.5, 1.1), (1.6, 1.2)])
+    assert not overfitting([(2.0, 1.0), (1.5, 0.9), (1.0, 1.2)])
+
+
+def test_run_folder_and_loss_falls(tiny_model_dir: Path, data, tmp_path: Path) -> None:
+    events = []
+    result = train(tiny_config(tiny_model_dir, n_epochs=3), *data, tmp_path / "run", on_event=events.append,
+                   progress=False)
+    run = tmp_path / "run"
+    assert result.status == "succeeded"
+    for name in ["config.json", "metrics.csv", "loss.png", "final/adapter_model.safetensors",
+                 "checkpoint-epoch-1/adapter_model.safetensors", "checkpoint-epoch-3/adapter_model.safetensors"]:
+        assert (run / name).exists(), name
+    record = json.loads((run / "config.json").read_text())
+    assert record["config"]["n_epochs"] == 3 and record["dataset_sha256"]["train"] == result.dataset_sha256["train"]
+    assert len(record["dataset_sha256"]["train"]) == 64
+    rows = read_rows(run / "metrics.csv")
+    assert list(rows[0]) == ["step", "train_loss", "train_mean_token_accuracy", "valid_loss",
+                             "valid_mean_token_accuracy"]
+    assert len(rows) == 18
+    valid = [float(r["valid_loss"]) for r in rows if r["valid_loss"]]
+    assert len(valid) == 3 and valid[-1] < valid[0]
+    assert [e.message for e in events if e.type == "metrics"][-1].startswith("Step 18/18: training loss=")
+    assert [c.epoch for c in result.checkpoints] == [1, 2, 3]
+    assert result.best_checkpoint is not None and result.trained_tokens > 0
+
+
+def test_same_seed_same_loss_curve_and_resume_equals_uninterrupted(tiny_model_dir: Path, data, tmp_path: Path):
+    config = tiny_config(tiny_model_dir, n_epochs=3)
+    first = train(config, *data, tmp_path / "a", progress=False)
+    second = train(config, *data, tmp_path / "b", progress=False)
+    assert read_rows(first.metrics_csv) == read_rows(second.metrics_csv)
+
+    # Interrupt after epoch 1 (cancel), then resume: the curve and weights match the uninterrupted run.
+    steps = []
+
+    def stop_after_epoch_one() -> bool:
+        steps.append(1)
+        return len(steps) > 6
+
+    cancelled = train(config, *data, tmp_path / "c", should_stop=stop_after_epoch_one, progress=False)
+    assert cancelled.status == "cancelled"
+    resumed = train(config, *data, tmp_path / "c", resume=True, progress=False)
+    assert resumed.status == "succeeded"
+    assert read_rows(resumed.metrics_csv) == read_rows(first.metrics_csv)
+    from safetensors.torch import load_file
+
+    a = load_file(first.final_dir / "adapter_model.safetensors")
+    c = load_file(resumed.final_dir / "adapter_model.safetensors")
+    assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+@pytest.mark.parametrize("method", ["dora", "full"])
+def test_other_methods_train(tiny_model_dir: Path, data, tmp_path: Path, method: str) -> None:
+    result = train(tiny_config(tiny_model_dir, method=method, n_epochs=1), *data, tmp_path / method, progress=False)
+    rows = read_rows(result.metrics_csv)
+    assert result.status == "succeeded" and len(rows) == 6
+    assert (result.final_dir / ("model.safetensors" if method == "full" else "adapter_config.json")).exists()
+
+
+def test_loraplus_and_early_stopping(tiny_model_dir: Path, data, tmp_path: Path) -> None:
+    # A learning rate this large makes validation loss worsen quickly; patience 1 stops the run.
+    config = tiny_config(tiny_model_dir, n_epochs=6, learning_rate_multiplier=2000.0, loraplus_lr_ratio=16,
+                         early_stopping_patience=1)
+    result = train(config, *data, tmp_path / "es", progress=False)
+    assert result.stopped_early and len(result.checkpoints) < 6
+
+
+def test_bad_training_file_is_refused_before_any_compute(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from ftlab.data.schema import DataError
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "x"}]}\n'
+                   '{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}\n')
+    with pytest.raises(DataError, match="line 1"):
+        train(tiny_config(tiny_model_dir), bad, None, tmp_path / "never", progress=False)
+    assert not (tmp_path / "never" / "checkpoint-epoch-1").exists()
