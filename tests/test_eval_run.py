@@ -110,6 +110,22 @@ def test_run_spec_evaluates_every_checkpoint_and_compares_them(tiny_model_dir: P
     assert ("run-1:epoch-2", "chrf") in compared and all(c["a"] == str(tiny_model_dir) for c in result.comparisons)
 
 
+def test_eval_cli_compares_a_checkpoint_with_judges_and_a_report(tiny_model_dir: Path, test_file: Path,
+                                                                 tmp_path: Path):
+    run = _make_run(tiny_model_dir, tmp_path / "run-2")
+    out = tmp_path / "result.json"
+    result = CliRunner().invoke(app, [
+        "eval", str(test_file), "--model", str(tiny_model_dir), "--model", f"{tiny_model_dir}+{run / 'final'}",
+        "--max-new-tokens", "4", "--output", str(out), "--report", str(tmp_path / "report"),
+        "--judge", "pairwise", "--judge", "likert", "--judge-model", str(tiny_model_dir)])
+    assert result.exit_code == 0, result.output
+    assert "pairwise judge" in result.output and "flip rate" in result.output
+    written = json.loads(out.read_text())
+    assert [j["kind"] for j in written["judgements"]] == ["pairwise", "likert"]
+    assert {c["metric"] for c in written["comparisons"]} >= {"set_f1", "judge_likert"}
+    assert (tmp_path / "report" / "index.html").exists() and (tmp_path / "report" / "differences.png").exists()
+
+
 def test_openai_endpoint_model(test_file: Path):
     """An OpenAI-compatible endpoint (the remote vendor is mocked at the HTTP layer)."""
     from ftlab.infer.remote import RemoteChatModel

@@ -56,6 +56,51 @@ def comparison_table(result) -> Table:
     return table
 
 
+def _pct(value) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def judge_tables(result) -> list[Table]:
+    """One table per judging kind: scores, rubric pass rates, pairwise wins with flip rates."""
+    tables = []
+    for run in result.judgements:
+        kind, summary = run["kind"], run["summary"]
+        judges = ", ".join(run["judges"])
+        if kind in ("score", "likert"):
+            table = Table(title=f"{kind} judge ({judges}; scale {summary['scale'][0]}-{summary['scale'][1]})")
+            for title in ("model", "mean", "normalised", "unparsed", "judge agreement"):
+                table.add_column(title)
+            for model in result.models:
+                s = summary[model.spec.name]
+                table.add_row(model.spec.name, _pct(s["mean"]), _pct(s["normalised"]),
+                              str(sum(s["unparsed"].values())), _pct(s["agreement"]))
+        elif kind == "rubric":
+            criteria = list(summary["criteria"])
+            table = Table(title=f"rubric judge ({judges}): pass rate per criterion")
+            table.add_column("model")
+            for name in criteria:
+                table.add_column(name, justify="right")
+            for model in result.models:
+                s = summary[model.spec.name]
+                table.add_row(model.spec.name, *[_pct(s[name]["pass_rate"]) for name in criteria])
+        else:
+            table = Table(title=f"pairwise judge ({judges}): {summary['b']} vs {summary['a']}, both orders")
+            for title in ("B wins", "A wins", "ties", "flip rate", "unparsed", "undecided"):
+                table.add_column(title, justify="right")
+            table.add_row(_pct(summary["b_wins"]), _pct(summary["a_wins"]), _pct(summary["ties"]),
+                          ", ".join(f"{v:.2f}" for v in summary["flip_rate"].values()),
+                          str(sum(summary["unparsed"].values())), str(summary["undecided"]))
+        tables.append(table)
+    if result.human_agreement:
+        table = Table(title="agreement with human labels")
+        for title in ("criterion", "n", "agreement", "Cohen's kappa"):
+            table.add_column(title)
+        for criterion, a in result.human_agreement.items():
+            table.add_row(criterion, str(a["n"]), _pct(a["agreement"]), _pct(a["cohen_kappa"]))
+        tables.append(table)
+    return tables
+
+
 def eval_command(
     test_file: Path = typer.Argument(..., help="Held-out chat JSONL: each example's last assistant message is the "
                                      "reference answer."),
@@ -68,6 +113,20 @@ def eval_command(
     output: Path | None = typer.Option(None, help="Write per-example outputs and aggregate metrics to this JSON "
                                        "file (default: FTLAB_HOME/evals/eval-TIME.json)."),
     report: Path | None = typer.Option(None, help="Write an HTML report with PNG plots into this folder."),
+    judge: list[str] = typer.Option([], help="LLM-as-judge (repeatable): score (0-10), likert (--scale), pairwise "
+                                    "(each model against the baseline, both orders), rubric (yes/no per criterion)."),
+    judge_model: list[str] = typer.Option([], help="Judge model (repeat for an ensemble): any --model form; a local "
+                                          "judge's scores are probability-weighted over the score tokens (G-Eval)."),
+    ensemble: str | None = typer.Option(None, help="How several judges combine: mean or majority (default: mean "
+                                        "for score/likert, majority for pairwise/rubric)."),
+    scale: str = typer.Option("1-5", help="Likert scale, LOW-HIGH."),
+    criteria: str | None = typer.Option(None, help="What score/likert/pairwise judges should judge on."),
+    rubric: Path | None = typer.Option(None, help="Rubric file, one 'name: yes/no question' per line (default: "
+                                       "context_consistency, accuracy, tone, brevity)."),
+    judge_prompts: Path | None = typer.Option(None, help="Folder with edited judge prompts (score.txt, likert.txt, "
+                                              "pairwise.txt, rubric.txt; copy them from ftlab/evaluate/prompts/)."),
+    human: Path | None = typer.Option(None, help="Human labels (JSONL: line, optional model, one field per criterion "
+                                      "or score): per-criterion agreement and Cohen's kappa with the judges."),
     max_new_tokens: int | None = typer.Option(None, help="Default: enough for the longest reference."),
     batch_size: int = typer.Option(8, help="Conversations generated together."),
     baseline: str | None = typer.Option(None, help="Model the others are compared with (default: the first)."),
@@ -91,14 +150,25 @@ def eval_command(
         options = EvalOptions(metrics=parse_metrics(metrics), max_new_tokens=max_new_tokens, batch_size=batch_size,
                               baseline=baseline, labels=read_labels(labels) if labels else None, decode=decode,
                               fallback=fallback, json_schema=read_schema(json_schema) if json_schema else None)
+        judge_specs = parse_model_specs(judge_model) if judge_model else []
+        if judge and not judge_specs:
+            raise ValueError("--judge needs a --judge-model")
         result = evaluate(test_file, specs, options,
                           on_model=lambda spec, i, n: console.print(f"[bold]({i}/{n})[/] generating with {spec.name}"))
+        if judge:
+            from ftlab.evaluate.judges import judge_evaluation
+
+            console.print(f"judging ({', '.join(judge)}) with {', '.join(s.name for s in judge_specs)}")
+            judge_evaluation(result, judge_specs, judge, scale=scale, criteria=criteria, rubric=rubric,
+                             ensemble=ensemble, prompts_dir=judge_prompts, human=human)
     except (DataError, ValueError, LookupError, ImportError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from None
     console.print(summary_table(result))
     if result.comparisons:
         console.print(comparison_table(result))
+    for table in judge_tables(result):
+        console.print(table)
     path = output or home() / "evals" / f"eval-{datetime.now(UTC):%Y%m%d-%H%M%S}.json"
     result.write(path)
     console.print(f"Per-example outputs and metrics: {path}")

@@ -77,6 +77,8 @@ class EvalResult:
     options: EvalOptions
     models: list[ModelResult]
     comparisons: list[dict[str, Any]] = field(default_factory=list)
+    judgements: list[dict[str, Any]] = field(default_factory=list)
+    human_agreement: dict[str, Any] | None = None
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
     def model(self, name: str) -> ModelResult:
@@ -95,6 +97,7 @@ class EvalResult:
         options["n_labels"] = len(self.options.labels) if self.options.labels else None
         return {"test_file": self.test_file, "created_at": self.created_at, "metrics": self.metrics,
                 "headline": self.headline, "options": options, "comparisons": self.comparisons,
+                "judgements": self.judgements, "human_agreement": self.human_agreement,
                 "models": [m.to_dict() for m in self.models]}
 
     def write(self, path: str | Path) -> Path:
@@ -175,6 +178,11 @@ def _prompt_text(example: ChatExample) -> str:
     return users[-1].text if users else ""
 
 
+def _conversation_text(example: ChatExample) -> str:
+    """The conversation so far as `role: text` lines (what a judge reads)."""
+    return "\n".join(f"{m.role}: {m.text}" for m in example.prompt_messages())
+
+
 def evaluate_model(spec: ModelSpec, examples: Sequence[ChatExample], metrics: Sequence[str],
                    options: EvalOptions, model=None) -> ModelResult:
     """Generate for every example with one model and score the outputs."""
@@ -190,6 +198,7 @@ def evaluate_model(spec: ModelSpec, examples: Sequence[ChatExample], metrics: Se
     for index, (example, reference, row) in enumerate(zip(examples, references, rows, strict=True)):
         scores = score_example(row["output"], reference, metrics, labels)
         records.append({"index": index, "line": example.line, "prompt": _prompt_text(example),
+                        "conversation": _conversation_text(example),
                         "reference": reference, **row, "scores": scores})
     outputs = [row["output"] for row in rows]
     summary = aggregate(outputs, references, [r["scores"] for r in records], metrics, options.labels,
