@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	$(PY) -m ftlab.demo
+	$(VENV)/bin/ftlab demo
 
 test: install
 	$(VENV)/bin/ruff check ftlab tests benchmarks

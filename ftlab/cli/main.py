@@ -6,6 +6,7 @@ import warnings
 
 import typer
 
+from ftlab.cli.demo import demo_command
 from ftlab.cli.train import generate_command, train_command
 
 app = typer.Typer(
@@ -29,6 +30,7 @@ def main() -> None:
 
 app.command("train")(train_command)
 app.command("generate")(generate_command)
+app.command("demo")(demo_command)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from ftlab.config import BUNDLED_MODEL, TrainConfig
 from ftlab.data.schema import DataError
+from ftlab.models import ModelNotFound
 
 console = Console()
 err = Console(stderr=True)
@@ -97,7 +98,9 @@ def train_command(
         )
     except ValidationError as exc:
         problem = exc.errors()[0]
-        fail(f"--{str(problem['loc'][0]).replace('_', '-')}: {problem['msg']}")
+        name = str(problem["loc"][0])
+        flag = {"n_epochs": "epochs"}.get(name, name).replace("_", "-")
+        fail(f"--{flag}: {problem['msg'].removeprefix('Value error, ')}")
     if resume and output is None:
         fail("--resume needs --output (the run folder to continue)")
     try:
@@ -111,7 +114,7 @@ def train_command(
                 console.print(event.message)
 
         result = train(config, train_file, validation, output, on_event=show, resume=resume)
-    except DataError as exc:
+    except (DataError, ModelNotFound) as exc:
         fail(str(exc))
     c = result.config
     console.print(
@@ -139,7 +142,10 @@ def generate_command(
     from ftlab.infer.generate import ChatModel
 
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
-    chat = ChatModel(model, adapter)
+    try:
+        chat = ChatModel(model, adapter)
+    except ModelNotFound as exc:
+        fail(str(exc))
     for delta in chat.stream(messages, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                              seed=seed):
         console.print(delta, end="", highlight=False, markup=False)
