@@ -7,6 +7,7 @@ import warnings
 import typer
 
 from ftlab.cli.demo import demo_command
+from ftlab.cli.synth import app as synth_app
 from ftlab.cli.train import generate_command, train_command
 
 app = typer.Typer(
@@ -16,6 +17,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+app.add_typer(synth_app, name="synth")
 
 
 @app.callback()
