@@ -130,3 +130,93 @@ def qa(
     typer.echo(f"wrote {result.kept} QA pairs to {result.out} (provenance: {result.provenance})")
     typer.echo(f"dropped: {dropped or 'none'}; journal: {result.journal}; report: {result.report}")
     typer.echo(_spend(result.prompt_tokens, result.completion_tokens))
+
+
+@app.command("label")
+@_errors
+def label(
+    inputs: Path = typer.Argument(
+        ..., help='JSONL of inputs: {"text": ...} (or "input"), or chat examples whose last user message is the input.'
+    ),  # fmt: skip
+    labels: Path = typer.Option(..., "--labels", help="Text file of allowed labels, one per line."),
+    teacher: str = TEACHER,
+    base_url: str | None = BASE_URL,
+    api_key: str | None = API_KEY,
+    out: Path | None = typer.Option(None, "--out", help="Chat JSONL to write [default: INPUTS.labeled.jsonl]."),
+    instruction: str | None = typer.Option(
+        None, "--instruction", help="What the label means, e.g. 'Who wrote this memo?'"
+    ),  # fmt: skip
+    system: str | None = typer.Option(
+        None,
+        "--system",
+        help="System prompt of the written examples [default: the teacher's instruction with the label list].",
+    ),  # fmt: skip
+    invalid_retries: int = typer.Option(
+        2,
+        "--invalid-retries",
+        min=0,
+        help="Times a reply that is not a label is corrected and asked again before the input is rejected.",
+    ),  # fmt: skip
+    concurrency: int = CONCURRENCY,
+    retries: int = RETRIES,
+    batch_size: int = BATCH,
+    overwrite: bool = OVERWRITE,
+    progress: bool = PROGRESS,
+) -> None:
+    """Label inputs with a teacher held to a label set; invalid answers are retried, then reported in
+    OUT.rejected.jsonl and never written as labels."""
+    from ftlab.infer.constrained import read_labels
+    from ftlab.synth.label import synth_label
+
+    label_set = read_labels(labels)
+    if len(label_set) < 2:
+        _fail(f"{labels}: a label set needs at least two labels, one per line")
+    out = out or inputs.with_name(f"{inputs.stem}.labeled.jsonl")
+    teacher_ = make_teacher(teacher, base_url, api_key, concurrency, retries, batch_size)
+    result = synth_label(inputs, label_set, out, teacher_, instruction, system, invalid_retries, overwrite=overwrite,
+                         progress=progress)  # fmt: skip
+    counts = ", ".join(f"{name} {n}" for name, n in sorted(result.counts.items(), key=lambda kv: -kv[1]))
+    typer.echo(f"wrote {result.labelled} labelled examples to {result.out} ({counts or 'none'})")
+    if result.rejected:
+        typer.echo(f"rejected {result.rejected} inputs with no valid label after retries: see {result.rejected_path}")
+    typer.echo(_spend(result.prompt_tokens, result.completion_tokens))
+
+
+@app.command("variants")
+@_errors
+def variants(
+    seed: Path = typer.Argument(..., help="Chat JSONL of hand-written examples."),
+    n: int = typer.Option(3, "--n", min=1, help="Paraphrases to write per seed example."),
+    teacher: str = TEACHER,
+    base_url: str | None = BASE_URL,
+    api_key: str | None = API_KEY,
+    out: Path | None = typer.Option(None, "--out", help="Chat JSONL to write [default: SEED.variants.jsonl]."),
+    keep_seeds: bool = typer.Option(True, "--keep-seeds/--no-keep-seeds", help="Write the seeds too."),
+    temperature: float = typer.Option(0.9, "--temperature", min=0.0, help="Sampling temperature of the teacher."),
+    embedder: str = EMBEDDER,
+    dedup_threshold: float | None = typer.Option(
+        None,
+        "--dedup-threshold",
+        min=0.0,
+        max=1.0,
+        help="Also drop a variant whose embedding cosine to the seed "
+        "or an earlier variant reaches this (exact repeats are always dropped).",
+    ),  # fmt: skip
+    concurrency: int = CONCURRENCY,
+    retries: int = RETRIES,
+    batch_size: int = BATCH,
+    overwrite: bool = OVERWRITE,
+    progress: bool = PROGRESS,
+) -> None:
+    """Paraphrase the last user message of each seed example N times; the rest of the example is kept."""
+    from ftlab.synth.variants import synth_variants
+
+    out = out or seed.with_name(f"{seed.stem}.variants.jsonl")
+    teacher_ = make_teacher(teacher, base_url, api_key, concurrency, retries, batch_size)
+    result = synth_variants(seed, n, out, teacher_, dedup_threshold, embedder, keep_seeds, temperature, overwrite,
+                            progress)  # fmt: skip
+    dropped = ", ".join(f"{k} {v}" for k, v in sorted(result.statuses.items()) if k not in ("kept", "seed"))
+    typer.echo(
+        f"wrote {result.variants} variants of {result.seeds} seeds to {result.out} (dropped: {dropped or 'none'})"
+    )
+    typer.echo(_spend(result.prompt_tokens, result.completion_tokens))

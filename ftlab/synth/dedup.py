@@ -114,42 +114,50 @@ class Verdict:
 
 
 class Deduper:
-    """Remembers kept texts; says whether a new one repeats one of them (same normalised text, or cosine at or
-    above the calibrated threshold of the new text's language)."""
+    """Remembers kept texts; says whether a new one repeats one of them: the same normalised text, or — given a
+    calibration — an embedding cosine at or above the threshold for the new text's language."""
 
-    def __init__(self, calibration: Calibration) -> None:
+    def __init__(self, calibration: Calibration | None) -> None:
         self.calibration = calibration
         self.keys: list[str] = []
         self.exact: dict[str, str] = {}
         self.vectors = np.zeros((0, 0), dtype=np.float32)
 
+    def _embed(self, texts: list[str]) -> np.ndarray | None:
+        return embed(texts, self.calibration.embedder) if self.calibration is not None else None
+
     def add(self, keys: list[str], texts: list[str], vectors: np.ndarray | None = None) -> None:
         if not texts:
             return
-        vectors = embed(texts, self.calibration.embedder) if vectors is None else vectors
-        self.vectors = vectors if not self.keys else np.vstack([self.vectors, vectors])
+        if vectors is None:
+            vectors = self._embed(texts)
+        if vectors is not None:
+            self.vectors = vectors if not self.keys else np.vstack([self.vectors, vectors])
         self.keys.extend(keys)
         for key, text in zip(keys, texts, strict=True):
             self.exact.setdefault(normalise(text), key)
 
     def filter(self, keys: list[str], texts: list[str]) -> list[Verdict]:
-        """Decide each text in order, keeping the ones that are new (a later text is checked against the
-        earlier kept ones of the same call too)."""
+        """Decide each text in order, remembering the new ones (so a later text is also checked against the
+        earlier new ones of the same call)."""
         if not texts:
             return []
-        vectors = embed(texts, self.calibration.embedder)
+        vectors = self._embed(texts)
         verdicts = []
-        for key, text, vector in zip(keys, texts, vectors, strict=True):
+        for n, (key, text) in enumerate(zip(keys, texts, strict=True)):
+            vector = vectors[n : n + 1] if vectors is not None else None
             same = self.exact.get(normalise(text))
             if same is not None:
                 verdicts.append(Verdict(same, 1.0))
                 continue
-            if self.keys:
-                cosines = self.vectors @ vector
+            best_cosine = 0.0
+            if vector is not None and self.keys:
+                cosines = self.vectors @ vector[0]
                 best = int(np.argmax(cosines))
-                if cosines[best] >= self.calibration.threshold(language_of(text)):
-                    verdicts.append(Verdict(self.keys[best], float(cosines[best])))
+                best_cosine = float(cosines[best])
+                if best_cosine >= self.calibration.threshold(language_of(text)):
+                    verdicts.append(Verdict(self.keys[best], best_cosine))
                     continue
-            verdicts.append(Verdict(None, 0.0))
-            self.add([key], [text], vector[None, :])
+            verdicts.append(Verdict(None, best_cosine))
+            self.add([key], [text], vector)
         return verdicts

@@ -264,7 +264,7 @@ def synth_qa(
             "grade": record.get("grade"),
         }
 
-    outputs = Outputs({out: render_example, provenance: render_provenance})
+    outputs = Outputs({out: ({"kept"}, render_example), provenance: ({"kept"}, render_provenance)})
     outputs.rebuild(journal.records)
     deduper = Deduper(calibration)
     passed = [r for r in journal.records if r["status"] in PASSED_DEDUP]

@@ -87,31 +87,33 @@ class Journal:
         )
 
 
-class Outputs:
-    """The output JSONL and its side files, kept in step with the journal's kept records."""
+Render = Callable[[dict[str, Any], int], dict[str, Any]]
 
-    def __init__(self, files: dict[Path, Callable[[dict[str, Any], int], dict[str, Any] | None]]) -> None:
-        self.files = files  # path → render(record, output line number) → JSON object, or None to skip
-        self.lines = 0
+
+class Outputs:
+    """Files rendered from journal records, kept in step with the journal: for each path, the record statuses it
+    shows and `render(record, line number in that file) -> JSON object`."""
+
+    def __init__(self, files: dict[Path, tuple[set[str], Render]]) -> None:
+        self.files = files
+        self.lines = dict.fromkeys(files, 0)
 
     def rebuild(self, records: list[dict[str, Any]]) -> None:
         for path in self.files:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("", encoding="utf-8")
-        self.lines = 0
+            self.lines[path] = 0
         self.append(records)
 
     def append(self, records: list[dict[str, Any]]) -> None:
-        kept = [r for r in records if r["status"] == "kept"]
-        if not kept:
-            return
-        for path, render in self.files.items():
+        for path, (statuses, render) in self.files.items():
+            chosen = [r for r in records if r["status"] in statuses]
+            if not chosen:
+                continue
             with open(path, "a", encoding="utf-8") as handle:
-                for offset, record in enumerate(kept, start=1):
-                    obj = render(record, self.lines + offset)
-                    if obj is not None:
-                        handle.write(json.dumps(obj, ensure_ascii=False) + "\n")
-        self.lines += len(kept)
+                for record in chosen:
+                    self.lines[path] += 1
+                    handle.write(json.dumps(render(record, self.lines[path]), ensure_ascii=False) + "\n")
 
 
 @dataclass

@@ -39,7 +39,7 @@ class Teacher(Protocol):
         choices: list[str] | None = None,
     ) -> list[Reply]:
         """One reply per conversation. `choices`, when given, is the closed set the reply must come from:
-        a teacher that can constrain decoding to it does; the caller validates every reply either way."""
+        a local teacher constrains decoding to it; the caller validates every reply either way."""
         ...
 
 
@@ -126,7 +126,12 @@ class LocalTeacher:
         temperature: float = 0.0,
         choices: list[str] | None = None,
     ) -> list[Reply]:
-        processor = label_processor(self.model.tokenizer, choices) if choices else None
+        processor = None
+        if choices:
+            from ftlab.infer.constrained import constrained_labels_processor, max_label_tokens
+
+            processor = constrained_labels_processor(self.model.tokenizer, choices)
+            max_tokens = max_label_tokens(self.model.tokenizer, choices)
         completions = self.model.generate(
             conversations,
             max_new_tokens=max_tokens,
@@ -136,16 +141,6 @@ class LocalTeacher:
             batch_size=self.batch_size,
         )
         return [Reply(c.text, c.prompt_tokens, c.completion_tokens) for c in completions]
-
-
-def label_processor(tokenizer: Any, choices: list[str]) -> Any:
-    """A logits processor that only lets the model spell one of `choices`, when ftlab.infer.constrained
-    is available; None otherwise (the caller's validation then does all the work)."""
-    try:
-        from ftlab.infer import constrained
-    except ImportError:
-        return None
-    return constrained.choice_processor(tokenizer, choices)
 
 
 def make_teacher(
