@@ -35,6 +35,8 @@ class FakeOpenAI:
         self.requests: list[dict[str, Any]] = []  # every chat request body, in arrival order
         self.statuses: list[int] = []
         self.answered = 0
+        self.in_flight = 0
+        self.max_in_flight = 0  # the most requests the server was handling at once
         self.holding = threading.Event()  # set once a request is being held
         self.release = threading.Event()
         self.lock = threading.Lock()
@@ -84,6 +86,16 @@ class FakeOpenAI:
                     self._send(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
                     return
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with fake.lock:
+                    fake.in_flight += 1
+                    fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+                try:
+                    self._chat(body)
+                finally:
+                    with fake.lock:
+                        fake.in_flight -= 1
+
+            def _chat(self, body: dict[str, Any]) -> None:
                 with fake.lock:
                     number = len(fake.requests)
                     fake.requests.append(body)

@@ -112,6 +112,16 @@ def test_heading_context_reaches_the_teacher_and_every_question(docs: Path, tmp_
     assert [p["line"] for p in provenance] == [1, 2]
     by_doc = {p["document"]: p for p in provenance}
     assert by_doc["sstp.md"]["heading_path"] == ["伺か仕様", "SSTP"] and len(by_doc["sstp.md"]["chunk_hash"]) == 16
+    assert "metadata" not in rows[0]
+
+
+def test_metadata_inline_for_grouped_splits(docs: Path, tmp_path: Path, calibration) -> None:
+    with FakeOpenAI(deterministic) as fake:
+        rows = run(docs, tmp_path / "qa.jsonl", fake, calibration, per_doc=1, metadata=True)
+    provenance = [json.loads(line) for line in (tmp_path / "qa.provenance.jsonl").read_text().splitlines()]
+    assert [row["metadata"]["document"] for row in rows] == [p["document"] for p in provenance]
+    assert [row["metadata"]["chunk_hash"] for row in rows] == [p["chunk_hash"] for p in provenance]
+    read_examples(tmp_path / "qa.jsonl")
 
 
 PLANTED = {
@@ -168,6 +178,7 @@ def test_retries_429_and_5xx_and_the_judge_bar(docs: Path, tmp_path: Path, calib
     with FakeOpenAI(responder, faults={0: 429, 2: 503, 5: 500}) as fake:
         rows = run(docs, tmp_path / "qa.jsonl", fake, calibration, per_doc=2, min_score=4)
         statuses = fake.statuses
+        assert 1 <= fake.max_in_flight <= 4  # run() allows 4 requests at once
     assert {429, 503, 500} <= set(statuses)
     judge_free = [row["messages"][1]["content"] for row in rows]
     assert judge_free  # no judge: all answered pairs kept
@@ -239,3 +250,14 @@ def test_a_changed_job_does_not_resume_into_the_old_output(docs: Path, tmp_path:
         run(docs, tmp_path / "qa.jsonl", fake, calibration, per_doc=1)
         with pytest.raises(JobMismatch, match="per_doc"):
             run(docs, tmp_path / "qa.jsonl", fake, calibration, per_doc=2)
+
+
+def test_calibration_separates_english_paraphrases_and_is_cached(calibration) -> None:
+    """MiniLM's English threshold sits between paraphrases and different questions on the same topic; the
+    Japanese one is reported for what it is (an English model separates Japanese paraphrases poorly)."""
+    english = calibration.languages["en"]
+    assert 0.7 < english.threshold < 0.95 and english.accuracy >= 0.85
+    assert set(calibration.languages) == {"en", "ja"} and "ja: threshold" in calibration.describe()
+    again = calibrate()
+    assert again.languages["en"].threshold == english.threshold and again.threshold("ja") == calibration.threshold("ja")
+    assert calibrate(override=0.5).threshold("ja") == 0.5

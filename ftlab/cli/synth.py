@@ -95,6 +95,13 @@ def qa(
         True, "--anchor/--no-anchor", help="Prefix document and section to a question that names neither."
     ),  # fmt: skip
     max_chars: int = typer.Option(2000, "--max-chars", min=200, help="Longest chunk, in characters."),
+    metadata: bool = typer.Option(
+        False,
+        "--metadata/--no-metadata",
+        help="Also put document, heading path and "
+        "chunk hash in each example's 'metadata' (for `ftlab data split --group-by "
+        "document`).",
+    ),  # fmt: skip
     embedder: str = EMBEDDER,
     dedup_threshold: float | None = DEDUP_THRESHOLD,
     concurrency: int = CONCURRENCY,
@@ -124,6 +131,7 @@ def qa(
         max_chars=max_chars,
         anchor=anchor,
         min_score=min_score,
+        metadata=metadata,
     )
     result = synth_qa(docs_dir, out, teacher_, calibration, options, judge_, overwrite, progress)
     dropped = ", ".join(f"{n} {status}" for status, n in sorted(result.statuses.items()) if status != "kept")

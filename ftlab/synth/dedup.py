@@ -9,13 +9,15 @@ when to bring a better embedding model (`--embedder FOLDER`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ftlab.embed import DEFAULT_EMBEDDER, embed
+from ftlab.config import home
+from ftlab.embed import DEFAULT_EMBEDDER, embed, resolve_embedder
 from ftlab.synth.clean import is_japanese, normalise
 
 CALIBRATION_PAIRS = Path(__file__).with_name("calibration.jsonl")
@@ -87,8 +89,22 @@ def best_threshold(duplicate: np.ndarray, distinct: np.ndarray) -> tuple[float, 
 
 
 def calibrate(embedder: str = DEFAULT_EMBEDDER, override: float | None = None) -> Calibration:
-    """Per-language thresholds for `embedder`, chosen on the shipped labelled pairs."""
-    rows = [json.loads(line) for line in CALIBRATION_PAIRS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    """Per-language thresholds for `embedder`, chosen on the shipped labelled pairs (cached in FTLAB_HOME/synth,
+    keyed by the embedding model's folder and the pairs' content)."""
+    pairs = CALIBRATION_PAIRS.read_bytes()
+    key = hashlib.sha256(resolve_embedder(embedder).encode() + b"\0" + pairs).hexdigest()[:16]
+    cache = home() / "synth" / f"calibration-{key}.json"
+    if cache.exists():
+        languages = {lang: LanguageCalibration(**cal) for lang, cal in json.loads(cache.read_text()).items()}
+        return Calibration(embedder=embedder, languages=languages, override=override)
+    calibration = _calibrate(embedder, pairs.decode("utf-8"), override)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({lang: vars(cal) for lang, cal in calibration.languages.items()}))
+    return calibration
+
+
+def _calibrate(embedder: str, pairs: str, override: float | None) -> Calibration:
+    rows = [json.loads(line) for line in pairs.splitlines() if line.strip()]
     a = embed([r["a"] for r in rows], embedder)
     b = embed([r["b"] for r in rows], embedder)
     cosines = (a * b).sum(axis=1)
@@ -98,7 +114,7 @@ def calibrate(embedder: str = DEFAULT_EMBEDDER, override: float | None = None) -
         dis = np.array([c for c, r in zip(cosines, rows, strict=True) if r["lang"] == language and not r["duplicate"]])
         threshold, correct = best_threshold(dup, dis)
         calibration.languages[language] = LanguageCalibration(
-            language, threshold, len(dup) + len(dis), correct, dup.round(4).tolist(), dis.round(4).tolist()
+            language, round(threshold, 6), len(dup) + len(dis), correct, dup.round(4).tolist(), dis.round(4).tolist()
         )
     return calibration
 

@@ -87,6 +87,7 @@ class QAOptions:
     max_question_tokens: int = 96
     max_answer_tokens: int = 384
     attempts_factor: int = 2  # a lane gives up after this many attempts per question it owes
+    metadata: bool = False  # also put document, heading path and chunk hash in each example's "metadata"
 
 
 @dataclass
@@ -243,13 +244,21 @@ def synth_qa(
     provenance = side_path(out, "provenance")
 
     def render_example(record: dict[str, Any], line: int) -> dict[str, Any]:
-        return {
+        example: dict[str, Any] = {
             "messages": [
                 {"role": "system", "content": options.system},
                 {"role": "user", "content": record["question"]},
                 {"role": "assistant", "content": record["answer"]},
             ]
         }
+        if options.metadata:
+            chunk = by_lane[(record["document"], record["chunk"])]
+            example["metadata"] = {
+                "document": chunk.document,
+                "heading_path": list(chunk.heading_path),
+                "chunk_hash": chunk.hash,
+            }
+        return example
 
     def render_provenance(record: dict[str, Any], line: int) -> dict[str, Any]:
         chunk = by_lane[(record["document"], record["chunk"])]
