@@ -6,6 +6,7 @@ import warnings
 
 import typer
 
+from ftlab.cli.data import app as data_app
 from ftlab.cli.demo import demo_command
 from ftlab.cli.synth import app as synth_app
 from ftlab.cli.train import generate_command, train_command
@@ -33,6 +34,7 @@ def main() -> None:
 app.command("train")(train_command)
 app.command("generate")(generate_command)
 app.command("demo")(demo_command)
+app.add_typer(data_app, name="data")
 
 
 if __name__ == "__main__":

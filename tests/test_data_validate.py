@@ -1,0 +1,238 @@
+"""`ftlab data validate`: one crafted bad file per check, in English and Japanese."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from data_helpers import GOOD, SYSTEM, chat, good_rows, write_jsonl
+from typer.testing import CliRunner
+
+from ftlab.cli.main import app
+from ftlab.data import validate as validate_module
+from ftlab.data.validate import validate_file
+
+OPENAI = "gpt-4o-mini"  # tiktoken counts: no model to load
+
+
+def checks(report, severity: str | None = None) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for finding in report.findings:
+        if severity is None or finding.severity == severity:
+            out.setdefault(finding.check, []).append(finding)
+    return out
+
+
+def test_clean_file_passes(tmp_path: Path) -> None:
+    report = validate_file(write_jsonl(tmp_path / "ok.jsonl", good_rows()), OPENAI)
+    assert report.ok and report.n_examples == len(GOOD)
+    assert [f.check for f in report.findings if f.severity != "info"] == []
+    assert report.tokens["max"] < report.max_length == 65_536
+
+
+def test_structural_errors_name_line_message_and_field(tmp_path: Path) -> None:
+    rows = good_rows() + [
+        "this is not json",  # line 13
+        {"prompt": "Hi", "completion": "Hello"},  # 14: prompt-completion
+        {"messages": [{"role": "user", "content": "やあ"}, {"role": "assistant", "content": "はい", "lang": "ja"}]},
+        {"messages": [{"role": "human", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]},  # 16
+        {"messages": [{"role": "user"}, {"role": "assistant", "content": "はい"}]},  # 17: missing content
+        {"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "質問です"}]},  # 18
+        {"messages": [], "extra": 1},  # 19
+        '["a", "list"]',  # 20
+    ]
+    report = validate_file(write_jsonl(tmp_path / "bad.jsonl", rows), OPENAI)
+    by_line = {f.lines[0]: f for f in report.findings if f.check in ("json", "schema")}
+    assert by_line[13].check == "json" and "not valid JSON" in by_line[13].message
+    assert "prompt-completion" in by_line[14].message and "ftlab data convert" in by_line[14].fix
+    assert (by_line[15].message_index, by_line[15].field) == (1, "lang") and "unknown key 'lang'" in by_line[15].message
+    assert (by_line[16].message_index, by_line[16].field) == (0, "role") and "'human'" in by_line[16].message
+    assert by_line[17].message_index == 0 and "'content' is missing" in by_line[17].message
+    assert "no assistant message" in by_line[18].message
+    assert 19 in by_line and "expected a JSON object" in by_line[20].message
+    assert all(f.severity == "error" for f in by_line.values())
+    assert report.n_errors == 8 and report.n_examples == len(GOOD)
+
+
+def test_tool_calls_tool_messages_and_weight_are_valid(tmp_path: Path) -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "大阪"}'}}
+    rows = good_rows(10) + [
+        {
+            "messages": [
+                {"role": "user", "content": "大阪の天気は？"},
+                {"role": "assistant", "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "c1", "content": "晴れ"},
+                {"role": "assistant", "content": "大阪は晴れです。"},
+            ],
+            "tools": [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}],
+        },
+        {
+            "messages": [
+                {"role": "user", "content": "Say hi"},
+                {"role": "assistant", "content": "Hi there, friend!", "weight": 0},
+                {"role": "user", "content": "Shorter"},
+                {"role": "assistant", "content": "Hi.", "weight": 1},
+            ]
+        },
+    ]
+    report = validate_file(write_jsonl(tmp_path / "tools.jsonl", rows), OPENAI)
+    assert report.ok and report.n_examples == 12
+    found = checks(report, "info")
+    assert "1 assistant messages have weight 0" in found["weight"][0].message
+    assert "1 examples use tool calls" in found["tools"][0].message
+
+
+def test_empty_reply_and_conversation_not_ending_with_assistant(tmp_path: Path) -> None:
+    rows = good_rows(10) + [
+        chat("空白だけの返事", "\u3000 \n"),  # line 11: ideographic space only
+        chat("Empty?", ""),  # 12
+        {
+            "messages": [
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": " ", "weight": 0},
+                {"role": "user", "content": "Again"},
+                {"role": "assistant", "content": "Hello."},
+            ]
+        },  # 13
+        {
+            "messages": [
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello."},
+                {"role": "user", "content": "ありがとう"},
+            ]
+        },  # 14
+    ]
+    report = validate_file(write_jsonl(tmp_path / "empty.jsonl", rows), OPENAI)
+    empty = checks(report)["empty_assistant"]
+    assert [(f.lines, f.severity, f.message_index) for f in empty] == [
+        ([11], "error", 2),
+        ([12], "error", 2),
+        ([13], "warning", 1),
+    ]
+    tail = checks(report)["not_ending_with_assistant"]
+    assert [(f.lines, f.message_index, f.severity) for f in tail] == [([14], 2, "warning")]
+    assert "'user'" in tail[0].message
+
+
+def test_fewer_than_ten_examples_is_an_error(tmp_path: Path) -> None:
+    report = validate_file(write_jsonl(tmp_path / "few.jsonl", good_rows(9)), OPENAI)
+    assert not report.ok and checks(report, "error")["too_few_examples"][0].message == "only 9 valid examples"
+
+
+def test_encoding_problems(tmp_path: Path) -> None:
+    path = tmp_path / "enc.jsonl"
+    write_jsonl(path, good_rows(10) + [b'{"messages": [{"role": "user", "content": "caf\xe9"}]}'])
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    report = validate_file(path, OPENAI)
+    enc = sorted(checks(report)["encoding"], key=lambda f: f.lines)
+    assert [(f.severity, f.lines) for f in enc] == [("warning", [1]), ("error", [11])]
+    assert "byte order mark" in enc[0].message and "0xe9" in enc[1].message
+    assert report.n_examples == 10  # the BOM line itself still parses
+
+
+def test_duplicates_near_duplicates_conflicts_and_system_prompts(tmp_path: Path) -> None:
+    tokyo = "東京は日本の首都で、人口は約1400万人です。毎年多くの観光客が訪れます。"
+    tokyo_near = "東京は日本の首都であり、人口は約1400万人です。毎年多くの観光客が訪れます。"
+    rows = good_rows() + [
+        chat(*GOOD[0]),  # 13: exact duplicate of line 1
+        chat(tokyo, "要約：日本の首都。"),  # 14
+        chat(tokyo_near, "要約：日本の首都。"),  # 15: Japanese near duplicate of 14
+        chat("What is the capital of France?", "Lyon."),  # 16: same prompt as line 1, other answer
+        chat("Name a primary colour.", "Red.", system=None),  # 17: no system prompt, conflicting? no: same answer
+        chat("Who wrote Hamlet?", "Shakespeare.", system="You are a pirate."),  # 18
+    ]
+    report = validate_file(write_jsonl(tmp_path / "dups.jsonl", rows), OPENAI)
+    found = checks(report, "warning")
+    assert [f.lines for f in found["exact_duplicate"]] == [[1, 13]]
+    assert [14, 15] in [f.lines for f in found["near_duplicate"]]
+    assert [f.lines for f in found["conflicting_answers"]] == [[1, 16]]
+    mixed = found["mixed_system_prompts"][0]
+    assert "3 different system prompts" in mixed.message and "(none)" in mixed.message and 17 in mixed.lines
+    assert report.ok  # warnings only
+
+
+def test_unrelated_japanese_is_not_a_near_duplicate(tmp_path: Path) -> None:
+    rows = good_rows() + [
+        chat("京都には多くの寺があり、秋の紅葉が美しいです。", "はい。"),
+        chat("大阪は食べ物が美味しいことで有名な都市です。", "はい。"),
+    ]
+    report = validate_file(write_jsonl(tmp_path / "ja.jsonl", rows), OPENAI)
+    assert "near_duplicate" not in checks(report)
+
+
+def test_length_checks_with_the_model_tokenizer(tmp_path: Path, bundled_model_dir: Path) -> None:
+    long_answer = "これは長い答えです。" * 40
+    long_prompt = "Please read this carefully. " * 60
+    rows = good_rows(10) + [chat("長い答えをください", long_answer), chat(long_prompt, "OK.")]
+    report = validate_file(write_jsonl(tmp_path / "long.jsonl", rows), str(bundled_model_dir), max_length=200)
+    too_long = checks(report)["too_long"]
+    assert [f.lines for f in too_long] == [[11]] and too_long[0].severity == "warning"
+    total = int(too_long[0].message.split()[0])
+    assert f"the last {total - 200} tokens would be cut" in too_long[0].message
+    nothing = checks(report)["nothing_trained"]
+    assert [f.lines for f in nothing] == [[12]] and nothing[0].severity == "error"
+    assert report.tokens["over_max_length"] == 2 and report.tokens["tokens_cut"] > total - 200
+    assert "chat template" in report.tokens["counted_with"]
+
+
+def test_labels_outside_the_set_are_grouped_by_shape(tmp_path: Path) -> None:
+    labels = ["positive", "negative", "neutral"]
+    outputs = (
+        ["positive"] * 6
+        + ["negative"] * 5
+        + ["neutral"]
+        + ["😀", "😡👎", ":smile:", "Positive.", "怒り", "I think this one is quite positive overall"]
+    )
+    rows = [chat(f"Review {i}: レビュー{i}", out) for i, out in enumerate(outputs)]
+    labels_file = tmp_path / "labels.txt"
+    labels_file.write_text("\n".join(labels) + "\n")
+    report = validate_file(write_jsonl(tmp_path / "cls.jsonl", rows), OPENAI, labels=labels)
+    lab = report.labels
+    assert lab.n_outputs == 18 and lab.share_inside == pytest.approx(12 / 18)
+    assert dict(lab.distribution) == {"positive": 6, "negative": 5, "neutral": 1}
+    assert lab.rare_labels() == ["neutral"]
+    assert {shape: [o for _, o in rows] for shape, rows in lab.outside.items()} == {
+        "emoji": ["😀", "😡👎"],
+        "shortcode": [":smile:"],
+        "variant": ["Positive."],
+        "unknown_label": ["怒り"],
+        "text": ["I think this one is quite positive overall"],
+    }
+    emoji = next(f for f in report.findings if f.check == "labels" and "emoji instead" in f.message)
+    assert emoji.lines == [13, 14] and emoji.severity == "warning"
+
+
+def test_inferred_labels(tmp_path: Path) -> None:
+    outputs = ["ポジティブ"] * 5 + ["ネガティブ"] * 5 + ["🙂", "🙂", "ネガティブ。"]
+    rows = [chat(f"レビュー{i}", out) for i, out in enumerate(outputs)]
+    report = validate_file(write_jsonl(tmp_path / "ja.jsonl", rows), OPENAI, infer_labels=True)
+    assert report.labels.inferred and report.labels.labels == ["ネガティブ", "ポジティブ"]
+    assert report.labels.outside_counts == {"emoji": 2, "variant": 1}
+
+
+def test_findings_are_capped_per_check_but_all_counted(tmp_path: Path) -> None:
+    cap = validate_module.MAX_FINDINGS_PER_CHECK
+    rows = good_rows() + ["{broken"] * (cap + 30)
+    report = validate_file(write_jsonl(tmp_path / "many.jsonl", rows), None)
+    assert len([f for f in report.findings if f.check == "json"]) == cap
+    assert report.n_errors == cap + 30 and report.suppressed[("json", "error")] == 30
+
+
+def test_cli_exit_codes_and_json(tmp_path: Path) -> None:
+    runner = CliRunner()
+    ok = write_jsonl(tmp_path / "ok.jsonl", good_rows() + [chat(*GOOD[0])])  # a duplicate: warning only
+    result = runner.invoke(app, ["data", "validate", str(ok), "--model", OPENAI])
+    assert result.exit_code == 0, result.output
+    assert "exact_duplicate" in result.output and "OK" in result.output
+
+    bad = write_jsonl(tmp_path / "bad.jsonl", good_rows() + ['{"messages": [{"role": "robot", "content": "x"}]}'])
+    result = runner.invoke(app, ["data", "validate", str(bad), "--model", OPENAI, "--json"])
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert data["errors"] == 1 and data["examples"] == len(GOOD)
+    finding = next(f for f in data["findings"] if f["severity"] == "error")
+    assert (finding["lines"], finding["message_index"], finding["field"]) == ([13], 0, "role")
+
+    missing = runner.invoke(app, ["data", "validate", str(tmp_path / "nope.jsonl"), "--no-tokens"])
+    assert missing.exit_code == 2 and "file not found" in missing.output
