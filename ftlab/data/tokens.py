@@ -22,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
-from ftlab.data.schema import ChatExample, Message
+from ftlab.data.schema import ChatExample, Message, template_messages
 
 # From tiktoken_ext/openai_public.py (tiktoken 0.14): the sha256 of each rank file, its split pattern and
 # its special tokens.
@@ -121,11 +121,6 @@ def openai_encoding(name: str):
     )
 
 
-def _template_messages(messages: list[Message]) -> list[dict[str, str]]:
-    # The same plain {role, content} rendering the trainer uses (tool calls as JSON text).
-    return [{"role": m.role, "content": m.text} for m in messages]
-
-
 def _first_trained(example: ChatExample) -> int:
     return next((i for i, m in enumerate(example.messages) if m.trained), len(example.messages))
 
@@ -184,7 +179,7 @@ class ChatTemplateCounter:
 
     def _render(self, messages: list[Message], generation_prompt: bool = False) -> str:
         return self.tokenizer.apply_chat_template(
-            _template_messages(messages), tokenize=False, add_generation_prompt=generation_prompt
+            template_messages(messages), tokenize=False, add_generation_prompt=generation_prompt
         )
 
     def _lengths(self, texts: list[str]) -> list[int]:
