@@ -78,14 +78,13 @@ class Signatures:
         return sum(len(chunk) for chunk in self._chunks)
 
 
-def _band_hashes(matrix: np.ndarray, bands: int) -> np.ndarray:
-    """One uint64 per (text, band): a multiplicative mix of the band's rows (collisions are re-checked)."""
-    n, perms = matrix.shape
-    rows = perms // bands
-    view = matrix[:, : bands * rows].reshape(n, bands, rows).astype(np.uint64)
-    multipliers = np.random.default_rng(0).integers(1, 2**63, size=rows, dtype=np.uint64) | np.uint64(1)
+def _band_hash(matrix: np.ndarray, band: int, bands: int) -> np.ndarray:
+    """One uint64 per text for one band: a multiplicative mix of the band's rows (collisions are re-checked)."""
+    rows = matrix.shape[1] // bands
+    values = matrix[:, band * rows : (band + 1) * rows].astype(np.uint64)
+    multipliers = np.random.default_rng(band).integers(1, 2**63, size=rows, dtype=np.uint64) | np.uint64(1)
     with np.errstate(over="ignore"):
-        return (view * multipliers).sum(axis=2, dtype=np.uint64)
+        return (values * multipliers).sum(axis=1, dtype=np.uint64)
 
 
 def candidate_pairs(matrix: np.ndarray, bands: int = BANDS) -> np.ndarray:
@@ -93,10 +92,9 @@ def candidate_pairs(matrix: np.ndarray, bands: int = BANDS) -> np.ndarray:
     n = len(matrix)
     if n < 2:
         return np.zeros((0, 2), dtype=np.int64)
-    hashes = _band_hashes(matrix, bands)
     found = []
-    for band in range(hashes.shape[1]):
-        keys = hashes[:, band]
+    for band in range(bands):
+        keys = _band_hash(matrix, band, bands)
         order = np.argsort(keys, kind="stable")  # stable: the first of a bucket is its smallest index
         sorted_keys = keys[order]
         new_bucket = np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]])
