@@ -1,0 +1,161 @@
+"""`ftlab serve`, `ftlab worker` and `ftlab keys`: the OpenAI-compatible service, its training worker and its keys."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import subprocess
+import sys
+
+import typer
+
+serve_app = typer.Typer()
+keys_app = typer.Typer(help="Create, list and revoke the API keys the service accepts.", no_args_is_help=True)
+serve_app.add_typer(keys_app, name="keys")
+
+WORKER_SHUTDOWN_S = 60  # how long `serve` waits for its workers to checkpoint-free stop before killing them
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@serve_app.command("serve")
+def serve_command(
+    host: str = typer.Option("127.0.0.1", help="Address to bind; anything but loopback requires API keys."),
+    port: int = typer.Option(8000, help="TCP port."),
+    workers: int = typer.Option(
+        1, min=0, help="Training worker processes to start beside the server (0: run `ftlab worker` yourself)."
+    ),
+    require_key: bool = typer.Option(
+        False, "--require-key", help="Require an API key even on loopback (always on for other addresses)."
+    ),
+    max_upload_mb: float = typer.Option(512, help="Largest accepted upload, in MiB."),
+    max_loaded_models: int = typer.Option(2, min=1, help="Models kept loaded for chat completions (LRU)."),
+    log_level: str = typer.Option("info", help="uvicorn log level."),
+) -> None:
+    """Serve the OpenAI-compatible API (files, fine_tuning.jobs, models, chat.completions) under /v1.
+
+    State lives under FTLAB_HOME (database ftlab.db, uploads in files/, runs in runs/); FTLAB_DATABASE_URL
+    points at another database (e.g. PostgreSQL) that several servers and workers can share.
+    """
+    import uvicorn
+
+    from ftlab.records.db import init_db, session_scope
+    from ftlab.serve.app import Settings, create_app
+    from ftlab.serve.auth import active_key_count
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    init_db()
+    require_key = require_key or not is_loopback(host)
+    if require_key:
+        with session_scope() as db:
+            if active_key_count(db) == 0:
+                typer.echo(
+                    f"error: binding to {host} requires API keys and there are none: create one with "
+                    "`ftlab keys create`",
+                    err=True,
+                )
+                raise typer.Exit(2)
+    settings = Settings(
+        require_key=require_key,
+        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        max_loaded_models=max_loaded_models,
+    )
+    children = [
+        subprocess.Popen([sys.executable, "-m", "ftlab.cli.serve", "worker", "--parent-pid", str(os.getpid())])
+        for _ in range(workers)
+    ]
+    try:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+    finally:
+        for child in children:
+            child.terminate()  # SIGTERM: the worker stops at the next step and queues its job again
+        for child in children:
+            try:
+                child.wait(WORKER_SHUTDOWN_S)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+@serve_app.command("worker")
+def worker_command(
+    poll_interval: float = typer.Option(1.0, help="Seconds between looks at the queue when it is empty."),
+    stale_after: float = typer.Option(60.0, help="A running job whose heartbeat is older than this is recovered."),
+    max_attempts: int = typer.Option(3, min=1, help="Times a job is started before a lost worker fails it."),
+    exit_when_idle: bool = typer.Option(False, "--exit-when-idle", help="Exit once the queue is empty."),
+    parent_pid: int | None = typer.Option(None, hidden=True, help="Exit when this process (the server) exits."),
+) -> None:
+    """Train queued fine-tuning jobs, one at a time, from the database the server writes to.
+
+    Run as many as you like against one database (FTLAB_DATABASE_URL); each job is claimed by exactly one.
+    """
+    from ftlab.serve.worker import Worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    Worker(
+        poll_interval=poll_interval,
+        stale_after=stale_after,
+        max_attempts=max_attempts,
+        parent_pid=parent_pid,
+        exit_when_idle=exit_when_idle,
+    ).run()
+
+
+@keys_app.command("create")
+def keys_create(name: str = typer.Option("", help="A label to recognise the key by.")) -> None:
+    """Create an API key and print it (it is shown only this once)."""
+    from ftlab.records.db import init_db, session_scope
+    from ftlab.serve.auth import create_key
+
+    init_db()
+    with session_scope() as db:
+        key, secret = create_key(db, name)
+        key_id = key.id
+    typer.echo(secret)
+    typer.echo(f"(id {key_id}; use it as `Authorization: Bearer <key>` or OpenAI(api_key=...))", err=True)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List API keys (prefix, name, created, last used, revoked)."""
+    from datetime import UTC, datetime
+
+    from ftlab.records.db import init_db, session_scope
+    from ftlab.serve.auth import list_keys
+
+    def when(ts: int | None) -> str:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M") if ts else "-"
+
+    init_db()
+    with session_scope() as db:
+        for key in list_keys(db):
+            state = f"revoked {when(key.revoked_at)}" if key.revoked_at else "active"
+            typer.echo(
+                f"{key.id}  {key.prefix}…  {key.name or '-'}  created {when(key.created_at)}  "
+                f"last used {when(key.last_used_at)}  {state}"
+            )
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str = typer.Argument(..., help="The key's id (from `ftlab keys list`).")) -> None:
+    """Revoke an API key: requests using it get 401 from then on."""
+    from ftlab.records.db import init_db, session_scope
+    from ftlab.serve.auth import revoke_key
+
+    init_db()
+    with session_scope() as db:
+        if revoke_key(db, key_id) is None:
+            typer.echo(f"error: no key with id {key_id}", err=True)
+            raise typer.Exit(1)
+    typer.echo(f"revoked {key_id}")
+
+
+if __name__ == "__main__":
+    serve_app()

@@ -1,0 +1,99 @@
+"""The one database behind the service, the worker and the records: engine, sessions and migrations.
+
+`FTLAB_DATABASE_URL` names it (any SQLAlchemy URL, e.g. `postgresql+psycopg://…`); the default is a SQLite
+file at `FTLAB_HOME/ftlab.db`, opened in WAL mode with a busy timeout so a server and several workers can
+share it. Every SQLite transaction starts with `BEGIN IMMEDIATE`: writers queue on the busy timeout instead of
+failing when a read transaction later tries to write. The schema is managed by Alembic (migrations ship inside
+this package) and `init_db()` brings any database to the newest revision.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from ftlab.config import home
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def database_url() -> str:
+    """`$FTLAB_DATABASE_URL`, or the SQLite file `FTLAB_HOME/ftlab.db`."""
+    return os.environ.get("FTLAB_DATABASE_URL") or f"sqlite:///{home() / 'ftlab.db'}"
+
+
+@cache
+def get_engine(url: str | None = None) -> Engine:
+    """One engine per URL per process (the connection pool lives in it)."""
+    url = url or database_url()
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None  # let SQLAlchemy, not pysqlite, issue BEGIN
+        cursor = dbapi_connection.cursor()
+        if ":memory:" not in url and url not in ("sqlite://", "sqlite:///"):
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a committed row survives a killed process
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+@cache
+def _sessionmaker(url: str) -> sessionmaker[Session]:
+    return sessionmaker(get_engine(url), expire_on_commit=False)
+
+
+def new_session(url: str | None = None) -> Session:
+    return _sessionmaker(url or database_url())()
+
+
+@contextmanager
+def session_scope(url: str | None = None) -> Iterator[Session]:
+    """A session whose transaction commits when the block ends and rolls back if it raises."""
+    session = new_session(url)
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def alembic_config(url: str | None = None):
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", (url or database_url()).replace("%", "%%"))
+    return config
+
+
+def init_db(url: str | None = None) -> None:
+    """Create or upgrade the schema to the newest migration. Safe to call from several processes at once:
+    on SQLite the migration runs inside one `BEGIN IMMEDIATE` transaction, so the others wait and find it done."""
+    from alembic import command
+
+    url = url or database_url()
+    config = alembic_config(url)
+    with get_engine(url).begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")

@@ -1,0 +1,235 @@
+"""The HTTP API: OpenAI's files, fine-tuning jobs, models and chat completions under `/v1`.
+
+Routes are thin: parse, call one function of `files`, `jobs`, `catalog` or `chat`, commit, render. Every
+error leaves in OpenAI's shape (see `errors`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from ftlab.records.db import init_db, new_session, session_scope
+from ftlab.serve import auth, catalog, files, jobs
+from ftlab.serve.errors import APIError, bad_request, install_handlers
+from ftlab.serve.schemas import ChatCompletionCreate, JobCreate
+from ftlab.serve.worker import recover_orphaned_jobs
+
+log = logging.getLogger("ftlab.serve")
+
+MULTIPART_OVERHEAD = 64 * 1024  # form boundaries and the purpose field, on top of the file itself
+
+
+@dataclass
+class Settings:
+    require_key: bool = False
+    max_upload_bytes: int = files.DEFAULT_MAX_UPLOAD_BYTES
+    max_loaded_models: int = 2
+
+
+def settings_from_env() -> Settings:
+    """Settings from `FTLAB_REQUIRE_KEY`, `FTLAB_MAX_UPLOAD_BYTES` and `FTLAB_MAX_LOADED_MODELS`."""
+    return Settings(
+        require_key=os.environ.get("FTLAB_REQUIRE_KEY", "0").lower() in ("1", "true", "yes"),
+        max_upload_bytes=int(os.environ.get("FTLAB_MAX_UPLOAD_BYTES", files.DEFAULT_MAX_UPLOAD_BYTES)),
+        max_loaded_models=int(os.environ.get("FTLAB_MAX_LOADED_MODELS", "2")),
+    )
+
+
+def get_db() -> Iterator[Session]:
+    """A session per request; routes commit what they change before they answer."""
+    db = new_session()
+    try:
+        yield db
+    finally:
+        db.rollback()
+        db.close()
+
+
+def authorize(request: Request, db: Session = Depends(get_db)) -> None:
+    if request.app.state.settings.require_key:
+        auth.check_authorization(db, request.headers.get("authorization"))
+        db.commit()
+
+
+def page(items: list, has_more: bool, *, cursor_ids: bool = False) -> dict:
+    body = {"object": "list", "data": [item.model_dump(mode="json") for item in items], "has_more": has_more}
+    if cursor_ids:
+        body["first_id"] = items[0].id if items else None
+        body["last_id"] = items[-1].id if items else None
+    return body
+
+
+router = APIRouter(prefix="/v1", dependencies=[Depends(authorize)])
+
+
+# Files ------------------------------------------------------------------------------------------------------------
+@router.post("/files")
+async def create_file(request: Request, db: Session = Depends(get_db)) -> dict:
+    limit = request.app.state.settings.max_upload_bytes
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit + MULTIPART_OVERHEAD:
+        raise APIError(
+            413, f"The upload is {int(length)} bytes, over this server's upload limit of {limit} bytes.",
+            param="file", code="file_too_large",
+        )  # fmt: skip
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise bad_request("Uploads must be multipart/form-data with fields 'file' and 'purpose'.", param="file")
+    form = await request.form(max_files=1, max_fields=8)
+    upload, purpose = form.get("file"), form.get("purpose")
+    if not isinstance(upload, UploadFile):
+        raise bad_request("Missing required parameter: 'file'.", param="file")
+    if not isinstance(purpose, str) or not purpose:
+        raise bad_request("Missing required parameter: 'purpose'.", param="purpose")
+    record = await run_in_threadpool(
+        files.save_upload, db, upload.file, filename=upload.filename, purpose=purpose, max_bytes=limit
+    )
+    db.commit()
+    return files.to_openai(record).model_dump(mode="json")
+
+
+@router.get("/files")
+def list_files(
+    after: str | None = None,
+    limit: int = Query(10000, ge=1, le=10000),
+    order: str = Query("desc", pattern="^(asc|desc)$"),
+    purpose: str | None = None,
+    db: Session = Depends(get_db),
+) -> dict:
+    rows, has_more = files.list_files(db, after=after, limit=limit, order=order, purpose=purpose)
+    return page([files.to_openai(r) for r in rows], has_more, cursor_ids=True)
+
+
+@router.get("/files/{file_id}")
+def retrieve_file(file_id: str, db: Session = Depends(get_db)) -> dict:
+    return files.to_openai(files.get_file(db, file_id)).model_dump(mode="json")
+
+
+@router.delete("/files/{file_id}")
+def delete_file(file_id: str, db: Session = Depends(get_db)) -> dict:
+    files.delete_file(db, file_id)
+    return {"id": file_id, "object": "file", "deleted": True}
+
+
+@router.get("/files/{file_id}/content")
+def file_content(file_id: str, db: Session = Depends(get_db)) -> FileResponse:
+    record = files.get_file(db, file_id)
+    media = "text/csv" if record.filename.endswith(".csv") else "application/octet-stream"
+    return FileResponse(files.stored_path(record), media_type=media, filename=record.filename)
+
+
+# Fine-tuning jobs -------------------------------------------------------------------------------------------------
+@router.post("/fine_tuning/jobs")
+def create_job(body: JobCreate, db: Session = Depends(get_db)) -> dict:
+    job = jobs.create_job(db, body)
+    db.commit()
+    return jobs.to_openai(job).model_dump(mode="json")
+
+
+@router.get("/fine_tuning/jobs")
+def list_jobs(
+    request: Request, after: str | None = None, limit: int = Query(20, ge=1, le=100), db: Session = Depends(get_db)
+) -> dict:
+    # openai-python sends the metadata filter as `metadata[key]=value`.
+    metadata = {k[9:-1]: v for k, v in request.query_params.items() if k.startswith("metadata[") and k.endswith("]")}
+    rows, has_more = jobs.list_jobs(db, after=after, limit=limit, metadata=metadata)
+    return page([jobs.to_openai(j) for j in rows], has_more)
+
+
+@router.get("/fine_tuning/jobs/{job_id}")
+def retrieve_job(job_id: str, db: Session = Depends(get_db)) -> dict:
+    return jobs.to_openai(jobs.get_job(db, job_id)).model_dump(mode="json")
+
+
+@router.post("/fine_tuning/jobs/{job_id}/cancel")
+def cancel_job(job_id: str, db: Session = Depends(get_db)) -> dict:
+    job = jobs.cancel_job(db, job_id)
+    db.commit()
+    return jobs.to_openai(job).model_dump(mode="json")
+
+
+@router.get("/fine_tuning/jobs/{job_id}/events")
+def list_events(
+    job_id: str, after: str | None = None, limit: int = Query(20, ge=1, le=10000), db: Session = Depends(get_db)
+) -> dict:
+    rows, has_more = jobs.list_events(db, job_id, after=after, limit=limit)
+    return page([jobs.event_to_openai(e) for e in rows], has_more)
+
+
+@router.get("/fine_tuning/jobs/{job_id}/checkpoints")
+def list_checkpoints(
+    job_id: str, after: str | None = None, limit: int = Query(10, ge=1, le=1000), db: Session = Depends(get_db)
+) -> dict:
+    job = jobs.get_job(db, job_id)
+    rows, has_more = jobs.list_checkpoints(db, job_id, after=after, limit=limit)
+    return page([jobs.checkpoint_to_openai(job, c) for c in rows], has_more, cursor_ids=True)
+
+
+# Models -----------------------------------------------------------------------------------------------------------
+@router.get("/models")
+def list_models(db: Session = Depends(get_db)) -> dict:
+    return {"object": "list", "data": [m.model_dump(mode="json") for m in catalog.list_models(db)]}
+
+
+@router.get("/models/{model:path}")
+def retrieve_model(model: str, db: Session = Depends(get_db)) -> dict:
+    return catalog.resolve(db, model).to_openai().model_dump(mode="json")
+
+
+@router.delete("/models/{model:path}")
+def delete_model(model: str, db: Session = Depends(get_db)) -> dict:
+    catalog.delete_model(db, model)
+    db.commit()
+    return {"id": model, "object": "model", "deleted": True}
+
+
+# Chat completions -------------------------------------------------------------------------------------------------
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(
+    body: ChatCompletionCreate, request: Request, db: Session = Depends(get_db)
+) -> JSONResponse | StreamingResponse:
+    from ftlab.serve.chat import ChatEngine  # torch loads on the first completion, not at server start
+
+    served = await run_in_threadpool(catalog.resolve, db, body.model)
+    db.close()
+    if request.app.state.chat is None:
+        request.app.state.chat = ChatEngine(max_loaded=request.app.state.settings.max_loaded_models)
+    engine: ChatEngine = request.app.state.chat
+    if body.stream:
+        return StreamingResponse(engine.stream_sse(served, body), media_type="text/event-stream")
+    completion = await run_in_threadpool(engine.complete, served, body)
+    return JSONResponse(completion.model_dump(mode="json", exclude_none=True))
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The ASGI app. The database is migrated and orphaned jobs are recovered when it starts."""
+    settings = settings or settings_from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        init_db()
+        with session_scope() as db:
+            for job_id in recover_orphaned_jobs(db):
+                log.warning("recovered orphaned job %s", job_id)
+        yield
+
+    app = FastAPI(title="ftlab", description="OpenAI-compatible fine-tuning API", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.chat = None  # created with the first completion, so a server that only trains never loads torch
+    install_handlers(app)
+
+    @app.get("/health", include_in_schema=False)
+    def health() -> dict:
+        return {"status": "ok"}
+
+    app.include_router(router)
+    return app

@@ -1,0 +1,166 @@
+"""Chat completions for base and fine-tuned models, plain or streamed as server-sent events.
+
+Loaded models are kept in a small LRU cache keyed by (base, adapter), so switching between a few fine-tuned
+models does not reload them every request, while memory stays bounded. Generation runs one request at a time:
+on a CPU the cores are the bottleneck, and interleaving requests would only slow each one down.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.completion_usage import CompletionUsage
+
+from ftlab.infer.generate import ChatModel
+from ftlab.serve.catalog import ServedModel
+from ftlab.serve.errors import APIError, bad_request
+from ftlab.serve.schemas import ChatCompletionCreate
+
+DEFAULT_MAX_TOKENS = 256
+MAX_TOKENS_LIMIT = 4096
+
+
+def _messages(body: ChatCompletionCreate) -> list[dict]:
+    return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
+
+
+def _options(body: ChatCompletionCreate) -> dict:
+    if body.logprobs:
+        raise bad_request("logprobs are not supported by this server", param="logprobs")
+    if body.response_format is not None and body.response_format.type != "text":
+        raise bad_request(
+            f"response_format '{body.response_format.type}' is not supported yet", param="response_format"
+        )
+    max_tokens = body.max_completion_tokens or body.max_tokens or DEFAULT_MAX_TOKENS
+    if max_tokens > MAX_TOKENS_LIMIT:
+        param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
+        raise bad_request(f"{param} is {max_tokens}; this server allows at most {MAX_TOKENS_LIMIT}", param=param)
+    stop = [body.stop] if isinstance(body.stop, str) else body.stop
+    if stop and len(stop) > 4:
+        raise bad_request("stop accepts at most 4 sequences", param="stop")
+    return {
+        "max_new_tokens": max_tokens,
+        "temperature": 1.0 if body.temperature is None else body.temperature,
+        "top_p": 1.0 if body.top_p is None else body.top_p,
+        "stop": stop or None,
+        "seed": body.seed,
+    }
+
+
+class ChatEngine:
+    """Loads models on demand (bounded LRU cache) and answers chat completion requests."""
+
+    def __init__(self, max_loaded: int = 2) -> None:
+        self.max_loaded = max(1, max_loaded)
+        self._models: OrderedDict[tuple[str, str | None], ChatModel] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _model(self, served: ServedModel) -> ChatModel:
+        """The loaded model for `served` (call with the lock held)."""
+        key = (served.base, served.adapter)
+        if key in self._models:
+            self._models.move_to_end(key)
+            return self._models[key]
+        while len(self._models) >= self.max_loaded:
+            self._models.popitem(last=False)
+        try:
+            model = ChatModel(served.base, adapter=served.adapter)
+        except Exception as exc:
+            raise APIError(500, f"Could not load model {served.name}: {exc}", param="model") from exc
+        self._models[key] = model
+        return model
+
+    def loaded(self) -> list[tuple[str, str | None]]:
+        return list(self._models)
+
+    def complete(self, served: ServedModel, body: ChatCompletionCreate) -> ChatCompletion:
+        options = _options(body)
+        n = body.n or 1
+        with self._lock:
+            model = self._model(served)
+            completions = model.generate([_messages(body)] * n, **options)
+        choices = [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": c.text},
+                "finish_reason": c.finish_reason,
+                "logprobs": None,
+            }
+            for i, c in enumerate(completions)
+        ]
+        prompt_tokens = completions[0].prompt_tokens
+        completion_tokens = sum(c.completion_tokens for c in completions)
+        return ChatCompletion(
+            id="chatcmpl-" + secrets.token_hex(12),
+            object="chat.completion",
+            created=int(time.time()),
+            model=body.model,
+            choices=choices,
+            system_fingerprint="ftlab",
+            usage=CompletionUsage(
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                total_tokens=prompt_tokens + completion_tokens,
+            ),
+        )
+
+    def stream_sse(self, served: ServedModel, body: ChatCompletionCreate) -> Iterator[str]:
+        """`data: {chunk}` lines ending with `data: [DONE]`, as OpenAI streams them."""
+        options = _options(body)  # raises before the response starts, so bad input still gets a 400
+        chunk_id, created = "chatcmpl-" + secrets.token_hex(12), int(time.time())
+
+        def chunk(choices: list[dict], usage: CompletionUsage | None = None) -> str:
+            payload = ChatCompletionChunk(
+                id=chunk_id,
+                object="chat.completion.chunk",
+                created=created,
+                model=body.model,
+                choices=choices,
+                system_fingerprint="ftlab",
+                usage=usage,
+            )
+            return f"data: {payload.model_dump_json(exclude_none=True)}\n\n"
+
+        def events() -> Iterator[str]:
+            usage = CompletionUsage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
+            try:
+                with self._lock:
+                    model = self._model(served)
+                    messages = _messages(body)
+                    usage.prompt_tokens = len(model.prompt_ids(messages))
+                    for index in range(body.n or 1):
+                        yield chunk([{"index": index, "delta": {"role": "assistant", "content": ""}}])
+                        text, deltas = "", model.stream(messages, **options)
+                        while True:
+                            try:
+                                delta = next(deltas)
+                            except StopIteration as end:
+                                final = end.value  # a Completion, when the generator returns one
+                                break
+                            text += delta
+                            yield chunk([{"index": index, "delta": {"content": delta}}])
+                        if final is None:  # only text came back: count the reply by re-tokenising it
+                            n_tokens = len(model.tokenizer.encode(text, add_special_tokens=False))
+                            finish = "length" if n_tokens >= options["max_new_tokens"] else "stop"
+                        else:
+                            n_tokens, finish = final.completion_tokens, final.finish_reason
+                        usage.completion_tokens += n_tokens
+                        yield chunk([{"index": index, "delta": {}, "finish_reason": finish}])
+            except APIError as exc:
+                yield f"data: {json.dumps(exc.body())}\n\n"
+                return
+            except Exception as exc:  # the status line is already sent: report the failure in the stream
+                yield f"data: {json.dumps(APIError(500, f'Generation failed: {exc}').body())}\n\n"
+                return
+            if body.stream_options and body.stream_options.include_usage:
+                usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
+                yield chunk([], usage)
+            yield "data: [DONE]\n\n"
+
+        return events()

@@ -1,0 +1,303 @@
+"""Fine-tuning jobs: creation (validating the files and the settings before anything is queued), the OpenAI
+view of a job, its events and checkpoints, and cancellation. Training itself happens in `ftlab.serve.worker`."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
+from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ftlab.config import TrainConfig, runs_dir
+from ftlab.data.schema import DataError
+from ftlab.records.tables import Checkpoint, Job, JobEvent, Run, new_id, now
+from ftlab.serve import catalog
+from ftlab.serve.errors import APIError, bad_request, not_found
+from ftlab.serve.files import get_file, min_training_examples, read_training_examples, stored_path
+from ftlab.serve.schemas import JobCreate
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+OPENAI_HYPERPARAMETERS = ("batch_size", "learning_rate_multiplier", "n_epochs")
+NOT_HYPERPARAMETERS = ("model", "seed", "suffix")  # TrainConfig fields set from the job's own fields
+CHECKPOINT_METRICS = (
+    "train_loss",
+    "train_mean_token_accuracy",
+    "valid_loss",
+    "valid_mean_token_accuracy",
+    "full_valid_loss",
+    "full_valid_mean_token_accuracy",
+)
+METADATA_MAX_KEYS, METADATA_MAX_KEY, METADATA_MAX_VALUE = 16, 64, 512
+
+
+def add_event(
+    db: Session, job: Job, message: str, *, level: str = "info", type: str = "message", data: dict | None = None
+) -> JobEvent:
+    event = JobEvent(id=new_id("ftevent-"), job_pk=job.pk, level=level, type=type, message=message, data=data)
+    db.add(event)
+    return event
+
+
+def _check_metadata(metadata: dict[str, str] | None) -> None:
+    if not metadata:
+        return
+    if len(metadata) > METADATA_MAX_KEYS:
+        raise bad_request(f"metadata has {len(metadata)} keys; at most {METADATA_MAX_KEYS} are allowed", "metadata")
+    for key, value in metadata.items():
+        if len(key) > METADATA_MAX_KEY:
+            raise bad_request(f"metadata key '{key[:20]}…' is longer than {METADATA_MAX_KEY} characters", "metadata")
+        if len(value) > METADATA_MAX_VALUE:
+            raise bad_request(f"metadata['{key}'] is longer than {METADATA_MAX_VALUE} characters", "metadata")
+
+
+def _train_config(request: JobCreate, seed: int) -> tuple[TrainConfig, str]:
+    """The job's `TrainConfig` and the parameter path its hyperparameters came from."""
+    hyperparameters: dict[str, Any] = {}
+    param = "hyperparameters"
+    if request.hyperparameters is not None:
+        hyperparameters.update(request.hyperparameters.model_dump(exclude_none=True))
+    if request.method is not None:
+        if request.method.type != "supervised":
+            raise bad_request(
+                f"method type '{request.method.type}' is not supported by ftlab yet; use 'supervised'",
+                param="method.type",
+                code="unsupported_method",
+            )
+        if request.method.supervised and request.method.supervised.hyperparameters:
+            hyperparameters.update(request.method.supervised.hyperparameters.model_dump(exclude_none=True))
+            param = "method.supervised.hyperparameters"
+    for key in hyperparameters:
+        if key in NOT_HYPERPARAMETERS or key not in TrainConfig.model_fields:
+            raise bad_request(f"Unrecognized hyperparameter: '{key}'", param=f"{param}.{key}", code="invalid_value")
+    try:
+        config = TrainConfig(model=request.model, seed=seed, suffix=request.suffix, **hyperparameters)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else ""
+        message = error["msg"].removeprefix("Value error, ")
+        raise bad_request(
+            f"Invalid value for '{field}': {message} (got {error.get('input')!r})",
+            param=f"{param}.{field}",
+            code="invalid_value",
+        ) from None
+    return config, param
+
+
+def _examples_of(db: Session, file_id: str, param: str) -> tuple[int, Path, str]:
+    """Check that a file exists, is a fine-tune file and parses; return (examples, stored path, sha256)."""
+    try:
+        record = get_file(db, file_id, param=param)
+    except APIError:
+        raise bad_request(f"invalid {param}: {file_id} (no such file)", param=param, code="invalid_file") from None
+    if record.purpose != "fine-tune":
+        raise bad_request(
+            f"File {file_id} has purpose '{record.purpose}'; {param} must be a file uploaded with purpose 'fine-tune'",
+            param=param,
+            code="invalid_file_purpose",
+        )
+    path = stored_path(record)
+    try:
+        examples = read_training_examples(path, record.filename)
+    except DataError as exc:
+        raise bad_request(f"Invalid {param} {file_id}: {exc}", param=param, code="invalid_file_format") from None
+    except FileNotFoundError:
+        raise APIError(500, f"the bytes of {file_id} are missing from the server's file store", param=param) from None
+    return len(examples), path, record.sha256
+
+
+def create_job(db: Session, request: JobCreate) -> Job:
+    """Validate everything a job needs, then record it as queued (with its run) for a worker to pick up."""
+    problem = catalog.base_model_problem(request.model)
+    if problem:
+        raise bad_request(
+            f"Model {request.model} is not available for fine-tuning or does not exist: {problem}",
+            param="model",
+            code="model_not_available",
+        )
+    if request.integrations:
+        raise bad_request("integrations are not supported by this server", param="integrations")
+    _check_metadata(request.metadata)
+    seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
+    config, _ = _train_config(request, seed)
+
+    n_train, _, train_sha = _examples_of(db, request.training_file, "training_file")
+    if n_train < min_training_examples():
+        raise bad_request(
+            f"Training file {request.training_file} has {n_train} example(s), but must have at least "
+            f"{min_training_examples()} examples",
+            param="training_file",
+            code="invalid_n_examples",
+        )
+    datasets = {"train": train_sha}
+    if request.validation_file:
+        if request.validation_file == request.training_file:
+            raise bad_request(
+                "validation_file must differ from training_file", param="validation_file", code="invalid_value"
+            )
+        _, _, datasets["validation"] = _examples_of(db, request.validation_file, "validation_file")
+    resolved = config.resolve(n_train)
+    hyperparameters = {key: getattr(resolved, key) for key in OPENAI_HYPERPARAMETERS}
+
+    run = Run(
+        id=new_id("run-"),
+        source="service",
+        base_model=request.model,
+        config=resolved.model_dump(mode="json"),
+        dataset_sha256=datasets,
+        status="created",
+    )
+    db.add(run)
+    db.flush()
+    run.output_dir = str(runs_dir() / run.id)
+    job = Job(
+        id=new_id("ftjob-"),
+        model=request.model,
+        training_file=request.training_file,
+        validation_file=request.validation_file,
+        hyperparameters=hyperparameters,
+        method={"type": "supervised", "supervised": {"hyperparameters": hyperparameters}},
+        seed=seed,
+        suffix=request.suffix,
+        metadata_=request.metadata,
+        organization_id=catalog.ORGANIZATION_ID,
+        status="validating_files",
+        run_pk=run.pk,
+        result_files=[],
+    )
+    db.add(job)
+    db.flush()
+    add_event(db, job, f"Validating training file: {request.training_file}")
+    if request.validation_file:
+        add_event(db, job, f"Validating validation file: {request.validation_file}")
+    job.status = "queued"
+    add_event(db, job, "Files validated, moving job to queued state")
+    return job
+
+
+def to_openai(job: Job) -> FineTuningJob:
+    return FineTuningJob.model_validate(
+        {
+            "id": job.id,
+            "created_at": job.created_at,
+            "error": job.error,
+            "fine_tuned_model": job.fine_tuned_model if job.status == "succeeded" else None,
+            "finished_at": job.finished_at,
+            "hyperparameters": job.hyperparameters,
+            "model": job.model,
+            "object": "fine_tuning.job",
+            "organization_id": job.organization_id,
+            "result_files": job.result_files,
+            "seed": job.seed,
+            "status": job.status,
+            "trained_tokens": job.trained_tokens,
+            "training_file": job.training_file,
+            "validation_file": job.validation_file,
+            "estimated_finish": job.estimated_finish if job.status == "running" else None,
+            "integrations": job.integrations,
+            "metadata": job.metadata_,
+            "method": job.method,
+            "suffix": job.suffix,  # not in openai's model, but OpenAI's API returns it
+        }
+    )
+
+
+def get_job(db: Session, job_id: str) -> Job:
+    job = db.scalar(select(Job).where(Job.id == job_id))
+    if job is None:
+        raise not_found("fine-tuning job", job_id, param="fine_tuning_job_id")
+    return job
+
+
+def list_jobs(
+    db: Session, *, after: str | None, limit: int, metadata: dict[str, str] | None = None
+) -> tuple[list[Job], bool]:
+    """Newest first; `after` is the id of the last job of the previous page."""
+    query = select(Job)
+    if after:
+        query = query.where(Job.pk < get_job(db, after).pk)
+    rows: list[Job] = []
+    has_more = False
+    # Metadata is JSON, so it is filtered here rather than in SQL (portable across SQLite and PostgreSQL).
+    for job in db.scalars(query.order_by(Job.pk.desc()).execution_options(yield_per=200)):
+        if metadata and any((job.metadata_ or {}).get(k) != v for k, v in metadata.items()):
+            continue
+        if len(rows) == limit:
+            has_more = True
+            break
+        rows.append(job)
+    return rows, has_more
+
+
+def cancel_job(db: Session, job_id: str) -> Job:
+    """Cancel a queued job at once; ask the worker running one to stop at its next step."""
+    job = get_job(db, job_id)
+    if job.status in TERMINAL:
+        verb = "completed" if job.status == "succeeded" else job.status
+        raise bad_request(f"Job has already {verb}: {job_id}", param="fine_tuning_job_id", code="job_finished")
+    job.cancel_requested = True
+    if job.status in ("validating_files", "queued"):
+        job.status = "cancelled"
+        job.finished_at = now()
+        job.run.status = "cancelled"
+        add_event(db, job, "Fine-tuning job cancelled")
+    return job
+
+
+def event_to_openai(event: JobEvent) -> FineTuningJobEvent:
+    return FineTuningJobEvent(
+        id=event.id,
+        created_at=event.created_at,
+        level=event.level,
+        message=event.message,
+        object="fine_tuning.job.event",
+        data=event.data or {},
+        type=event.type,
+    )
+
+
+def list_events(db: Session, job_id: str, *, after: str | None, limit: int) -> tuple[list[JobEvent], bool]:
+    """Newest first, like OpenAI; `after` is the id of the last event of the previous page."""
+    job = get_job(db, job_id)
+    query = select(JobEvent).where(JobEvent.job_pk == job.pk)
+    if after:
+        anchor = db.scalar(select(JobEvent.pk).where(JobEvent.id == after, JobEvent.job_pk == job.pk))
+        if anchor is None:
+            raise not_found("fine-tuning job event", after, param="after")
+        query = query.where(JobEvent.pk < anchor)
+    rows = list(db.scalars(query.order_by(JobEvent.pk.desc()).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+def checkpoint_to_openai(job: Job, checkpoint: Checkpoint) -> FineTuningJobCheckpoint:
+    metrics = {k: v for k, v in checkpoint.metrics.items() if k in CHECKPOINT_METRICS and v is not None}
+    return FineTuningJobCheckpoint(
+        id=checkpoint.id,
+        created_at=checkpoint.created_at,
+        fine_tuned_model_checkpoint=checkpoint.model_name or "",
+        fine_tuning_job_id=job.id,
+        metrics={"step": float(checkpoint.step), **metrics},
+        object="fine_tuning.job.checkpoint",
+        step_number=checkpoint.step,
+    )
+
+
+def list_checkpoints(db: Session, job_id: str, *, after: str | None, limit: int) -> tuple[list[Checkpoint], bool]:
+    """Newest first; `after` is the id of the last checkpoint of the previous page."""
+    job = get_job(db, job_id)
+    query = select(Checkpoint).where(Checkpoint.job_pk == job.pk)
+    if after:
+        anchor = db.scalar(select(Checkpoint.pk).where(Checkpoint.id == after, Checkpoint.job_pk == job.pk))
+        if anchor is None:
+            raise not_found("fine-tuning job checkpoint", after, param="after")
+        query = query.where(Checkpoint.pk < anchor)
+    rows = list(db.scalars(query.order_by(Checkpoint.pk.desc()).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+def count_jobs(db: Session, status: str) -> int:
+    return db.scalar(select(func.count()).select_from(Job).where(Job.status == status)) or 0

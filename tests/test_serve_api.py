@@ -1,0 +1,295 @@
+"""The service end to end with the official `openai` client against a real `ftlab serve` on 127.0.0.1:
+the issue's script on a tiny dataset and the tiny random model, curl's multipart upload, and bad inputs, each
+answered with the right status and a message that names the problem."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from serve_helpers import EMOJI, Server, chat_rows, run_cli, wait_for, write_jsonl
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+MAX_UPLOAD_MB = 0.25
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    server = Server(tmp_path_factory.mktemp("serve-home"), "--max-upload-mb", str(MAX_UPLOAD_MB)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server: Server) -> openai.OpenAI:
+    return server.client()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("serve-data")
+    return {
+        "train": write_jsonl(folder / "train.jsonl", chat_rows(EMOJI[:10])),
+        "valid": write_jsonl(folder / "valid.jsonl", chat_rows(EMOJI[10:])),
+    }
+
+
+@pytest.fixture(scope="module")
+def uploaded(client: openai.OpenAI, data: dict[str, Path]) -> dict[str, str]:
+    return {
+        name: client.files.create(file=open(path, "rb"), purpose="fine-tune").id  # noqa: SIM115
+        for name, path in data.items()
+    }
+
+
+def wait_terminal(client: openai.OpenAI, job_id: str):
+    return wait_for(lambda: (job := client.fine_tuning.jobs.retrieve(job_id)).status in TERMINAL and job)
+
+
+def test_the_hosted_fine_tuning_script_runs_unchanged(
+    client: openai.OpenAI, uploaded: dict[str, str], tiny_model_dir: Path
+) -> None:
+    f, v = uploaded["train"], uploaded["valid"]
+    job = client.fine_tuning.jobs.create(
+        training_file=f, validation_file=v, model=str(tiny_model_dir),
+        hyperparameters={"n_epochs": 2, "batch_size": 5}, suffix="emoji_cls_0829", metadata={"task": "emoji"},
+    )  # fmt: skip
+    assert job.status == "queued" and job.object == "fine_tuning.job"
+    assert job.hyperparameters.n_epochs == 2 and job.hyperparameters.learning_rate_multiplier == 1.0  # auto resolved
+    assert job.method.type == "supervised" and job.method.supervised.hyperparameters.batch_size == 5
+    assert client.fine_tuning.jobs.list(limit=1).data[0].id == job.id
+
+    job = wait_terminal(client, job.id)
+    assert job.status == "succeeded", job.error
+    assert job.fine_tuned_model.startswith(f"ft:{tiny_model_dir.name}:ftlab:emoji_cls_0829:")
+    assert job.trained_tokens > 0 and job.finished_at >= job.created_at and job.metadata == {"task": "emoji"}
+
+    events = client.fine_tuning.jobs.list_events(fine_tuning_job_id=job.id, limit=100).data
+    assert events[0].message == "The job has successfully completed"  # newest first
+    assert events[-1].message == f"Validating training file: {f}"
+    metrics = [e for e in events if e.type == "metrics"]
+    assert [e.data["step"] for e in metrics] == [4, 3, 2, 1]
+    assert metrics[-1].message.startswith("Step 1/4: training loss=")
+    assert {"step", "train_loss", "train_mean_token_accuracy", "valid_loss", "total_steps"} <= metrics[0].data.keys()
+    page = client.fine_tuning.jobs.list_events(fine_tuning_job_id=job.id, limit=3)
+    assert page.has_more and [e.id for e in page.data] == [e.id for e in events[:3]]
+    assert [e.id for e in page.get_next_page().data] == [e.id for e in events[3:6]]
+
+    checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
+    assert [c.step_number for c in checkpoints] == [4, 2]  # one per epoch, newest first
+    assert checkpoints[0].fine_tuned_model_checkpoint == f"{job.fine_tuned_model}:ckpt-step-4"
+    assert checkpoints[1].metrics.valid_loss is not None
+
+    (results,) = job.result_files
+    csv = client.files.content(results).text
+    assert csv.splitlines()[0].startswith("step,train_loss") and len(csv.splitlines()) == 5
+    assert client.files.retrieve(results).purpose == "fine-tune-results"
+
+    reply = client.chat.completions.create(
+        model=job.fine_tuned_model, messages=[{"role": "user", "content": "I love it"}], max_tokens=6, temperature=0
+    )
+    assert reply.object == "chat.completion" and reply.choices[0].message.role == "assistant"
+    assert reply.usage.completion_tokens <= 6 and reply.usage.prompt_tokens > 5
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+    chunks = list(
+        client.chat.completions.create(
+            model=job.fine_tuned_model, messages=[{"role": "user", "content": "I love it"}], max_tokens=6,
+            temperature=0, stream=True, stream_options={"include_usage": True},
+        )
+    )  # fmt: skip
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == reply.choices[0].message.content
+    assert chunks[-1].usage.prompt_tokens == reply.usage.prompt_tokens
+    assert chunks[-2].choices[0].finish_reason in ("stop", "length")
+
+    two = client.chat.completions.create(
+        model=checkpoints[1].fine_tuned_model_checkpoint, messages=[{"role": "user", "content": "Good night"}],
+        max_completion_tokens=4, n=2, temperature=1.0, seed=7, stop=["\n\n"],
+    )  # fmt: skip
+    assert [c.index for c in two.choices] == [0, 1]
+
+    assert job.fine_tuned_model in [m.id for m in client.models.list().data]
+    assert client.models.retrieve(job.fine_tuned_model).owned_by == "ftlab"
+    with pytest.raises(openai.BadRequestError, match="already completed"):
+        client.fine_tuning.jobs.cancel(job.id)
+    assert client.models.delete(job.fine_tuned_model).deleted
+    with pytest.raises(openai.NotFoundError, match="does not exist"):
+        client.chat.completions.create(model=job.fine_tuned_model, messages=[{"role": "user", "content": "hi"}])
+
+
+def test_cancel_a_job_and_page_through_jobs(client: openai.OpenAI, uploaded: dict[str, str], tiny_model_dir: Path):
+    job = client.fine_tuning.jobs.create(
+        training_file=uploaded["train"], model=str(tiny_model_dir), hyperparameters={"n_epochs": 25, "batch_size": 1}
+    )
+    cancelled = client.fine_tuning.jobs.cancel(job.id)
+    assert cancelled.status in ("cancelled", "running")  # a job already picked up stops at its next step
+    assert wait_terminal(client, job.id).status == "cancelled"
+    assert client.fine_tuning.jobs.list_events(fine_tuning_job_id=job.id).data[0].message == "Fine-tuning job cancelled"
+    first = client.fine_tuning.jobs.list(limit=1)
+    assert first.data[0].id == job.id and first.has_more
+    assert first.get_next_page().data[0].id != job.id
+    assert job.id not in [j.id for j in client.fine_tuning.jobs.list(metadata={"task": "emoji"})]
+
+
+def test_curl_multipart_upload_and_file_endpoints(server: Server, data: dict[str, Path]) -> None:
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed")
+    out = subprocess.run(
+        [curl, "-sS", f"{server.base_url}/files", "-H", "Authorization: Bearer anything",
+         "-F", "purpose=fine-tune", "-F", f"file=@{data['train']}"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    record = json.loads(out.stdout)
+    assert record["object"] == "file" and record["filename"] == "train.jsonl" and record["status"] == "processed"
+    assert record["bytes"] == data["train"].stat().st_size
+    client = server.client()
+    assert client.files.retrieve(record["id"]).bytes == record["bytes"]
+    assert client.files.content(record["id"]).content == data["train"].read_bytes()
+    assert record["id"] in [f.id for f in client.files.list(purpose="fine-tune")]
+    assert client.files.delete(record["id"]).deleted
+    with pytest.raises(openai.NotFoundError, match=record["id"]):
+        client.files.retrieve(record["id"])
+
+
+def test_file_names_never_become_paths(server: Server, data: dict[str, Path]) -> None:
+    client = server.client()
+    evil = client.files.create(file=("../../../evil.jsonl", data["train"].read_bytes()), purpose="fine-tune")
+    assert evil.filename == "evil.jsonl"
+    stored = list((server.home / "files").iterdir())
+    assert server.home / "files" / evil.id in stored and not (server.home / "evil.jsonl").exists()
+    assert not any(p.name == "evil.jsonl" for p in server.home.rglob("*"))
+
+
+# Bad inputs -------------------------------------------------------------------------------------------------------
+GOOD = chat_rows(EMOJI[:1])[0]
+
+
+def _lines(*rows) -> bytes:
+    return "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows).encode()
+
+
+def _upload(content: bytes, name: str = "bad.jsonl", purpose: str = "fine-tune"):
+    return lambda c, _ids, _model: c.files.create(file=(name, content), purpose=purpose)
+
+
+def _job(**kwargs):
+    def create(c, ids, model):
+        params = {"training_file": ids["train"], "model": model, **kwargs}
+        params = {k: (v(ids) if callable(v) else v) for k, v in params.items()}
+        return c.fine_tuning.jobs.create(**params)
+
+    return create
+
+
+def _wrong_role():
+    row = json.loads(json.dumps(GOOD))
+    row["messages"][1]["role"] = "robot"
+    return row
+
+
+def _chat(**kwargs):
+    return lambda c, _ids, model: c.chat.completions.create(**{"model": model, **kwargs})
+
+
+BAD_INPUTS = [
+    ("not-json", _upload(_lines(GOOD, "{not json")), 400, ["line 2", "not valid JSON"]),
+    ("wrong-role", _upload(_lines(_wrong_role())), 400, ["line 1", "messages[1]", "role", "robot"]),
+    ("no-assistant", _upload(_lines({"messages": GOOD["messages"][:2]})), 400, ["line 1", "no assistant message"]),
+    ("empty-content", _upload(_lines({"messages": [*GOOD["messages"][:2], {"role": "assistant", "content": " "}]})),
+     400, ["line 1", "messages[2]", "content", "empty"]),
+    ("missing-messages", _upload(_lines({"prompt": "a", "completion": "b"})), 400, ["line 1", "'messages'"]),
+    ("not-utf8", _upload(b'{"messages": "\xff\xfe"}\n'), 400, ["line 1", "UTF-8"]),
+    ("empty-file", _upload(b""), 400, ["empty"]),
+    ("not-jsonl-name", _upload(_lines(GOOD), name="train.csv"), 400, [".jsonl"]),
+    ("unknown-purpose", _upload(_lines(GOOD), purpose="finetune"), 400, ["finetune", "purpose"]),
+    ("oversize-file", _upload(b"x" * int(MAX_UPLOAD_MB * 1024 * 1024 * 1.5)), 413, ["upload", "limit"]),
+    ("unknown-training-file", _job(training_file="file-doesnotexist"), 400, ["training_file", "file-doesnotexist"]),
+    ("wrong-purpose-file", _job(training_file=lambda ids: ids["user_data"]), 400, ["purpose", "fine-tune"]),
+    ("too-few-examples", _job(training_file=lambda ids: ids["small"]), 400, ["1 example", "at least 10"]),
+    ("same-validation-file", _job(validation_file=lambda ids: ids["train"]), 400, ["validation_file"]),
+    ("n-epochs-0", _job(hyperparameters={"n_epochs": 0}), 400, ["n_epochs", "at least 1"]),
+    ("n-epochs-0-in-method", _job(method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 0}}}),
+     400, ["n_epochs"]),
+    ("negative-lr", _job(hyperparameters={"learning_rate_multiplier": -1}), 400, ["learning_rate_multiplier"]),
+    ("batch-size-word", _job(hyperparameters={"batch_size": "big"}), 400, ["batch_size"]),
+    ("unknown-hyperparameter", _job(hyperparameters={"warp_speed": 9}), 400, ["warp_speed"]),
+    ("dpo-method", _job(method={"type": "dpo"}), 400, ["dpo", "not supported"]),
+    ("unknown-model", _job(model="gpt-17-turbo"), 400, ["gpt-17-turbo", "not available"]),
+    ("bad-suffix", _job(suffix="my suffix!"), 400, ["suffix"]),
+    ("long-suffix", _job(suffix="x" * 65), 400, ["suffix"]),
+    ("unknown-argument", _job(extra_body={"warmup": 3}), 400, ["Unrecognized request argument", "warmup"]),
+    ("metadata-17-keys", _job(metadata={f"k{i}": "v" for i in range(17)}), 400, ["metadata", "16"]),
+    ("unknown-job", lambda c, _i, _m: c.fine_tuning.jobs.retrieve("ftjob-nope"), 404, ["ftjob-nope"]),
+    ("unknown-job-events", lambda c, _i, _m: c.fine_tuning.jobs.list_events("ftjob-nope"), 404, ["ftjob-nope"]),
+    ("unknown-file", lambda c, _i, _m: c.files.retrieve("file-nope"), 404, ["file-nope"]),
+    ("unknown-chat-model", _chat(model="ft:nope:ftlab::abc", messages=[{"role": "user", "content": "hi"}]), 404,
+     ["ft:nope:ftlab::abc", "does not exist"]),
+    ("no-messages", _chat(messages=[]), 400, ["messages"]),
+    ("temperature-3", _chat(messages=[{"role": "user", "content": "hi"}], temperature=3), 400, ["temperature"]),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bad_input_ids(client: openai.OpenAI, uploaded: dict[str, str]) -> dict[str, str]:
+    return {
+        **uploaded,
+        "user_data": client.files.create(file=("notes.jsonl", _lines(GOOD)), purpose="user_data").id,
+        "small": client.files.create(file=("small.jsonl", _lines(GOOD)), purpose="fine-tune").id,
+    }
+
+
+@pytest.mark.parametrize(
+    ("call", "status", "needles"), [case[1:] for case in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS]
+)
+def test_bad_input_is_refused_with_a_message_naming_the_problem(
+    client: openai.OpenAI, bad_input_ids: dict[str, str], tiny_model_dir: Path, call, status: int, needles: list[str]
+) -> None:
+    with pytest.raises(openai.APIStatusError) as info:
+        call(client, bad_input_ids, str(tiny_model_dir))
+    error = info.value.body
+    assert info.value.status_code == status, error
+    assert set(error) == {"message", "type", "param", "code"}
+    for needle in needles:
+        assert needle in error["message"] or needle == error["param"], (needle, error)
+
+
+def test_unknown_route_and_malformed_json_use_openai_error_shape(server: Server) -> None:
+    response = httpx.get(f"{server.base_url}/nothing-here")
+    assert response.status_code == 404 and "Invalid URL" in response.json()["error"]["message"]
+    response = httpx.post(
+        f"{server.base_url}/fine_tuning/jobs", content=b"{oops", headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400 and "JSON" in response.json()["error"]["message"]
+
+
+# API keys ---------------------------------------------------------------------------------------------------------
+def test_api_keys_are_required_when_asked_for(tmp_path_factory: pytest.TempPathFactory) -> None:
+    home = tmp_path_factory.mktemp("keys-home")
+    secret = run_cli(home, "keys", "create", "--name", "ci").stdout.strip()
+    assert secret.startswith("ftl-")
+    server = Server(home, "--require-key", "--workers", "0").start()
+    try:
+        response = httpx.get(f"{server.base_url}/models")
+        assert response.status_code == 401
+        assert "didn't provide an API key" in response.json()["error"]["message"]
+        with pytest.raises(openai.AuthenticationError, match="Incorrect API key"):
+            server.client(api_key="ftl-wrong-key-123456").models.list()
+        assert server.client(api_key=secret).models.list().data
+        key_id = run_cli(home, "keys", "list").stdout.split()[0]
+        run_cli(home, "keys", "revoke", key_id)
+        with pytest.raises(openai.AuthenticationError):
+            server.client(api_key=secret).files.list()
+    finally:
+        server.stop()
+
+
+def test_serve_refuses_a_public_address_without_keys(tmp_path: Path) -> None:
+    with pytest.raises(subprocess.CalledProcessError) as info:
+        run_cli(tmp_path, "serve", "--host", "0.0.0.0", "--workers", "0")
+    assert "ftlab keys create" in info.value.stderr
