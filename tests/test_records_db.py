@@ -80,9 +80,9 @@ def test_two_processes_share_one_database_and_never_claim_a_job_twice(tmp_path: 
     workers = [context.Process(target=_migrate_and_claim_all, args=(url, f"w{i}", out)) for i in range(2)]
     for process in workers:
         process.start()
-    claimed = [out.get(timeout=300) for _ in workers]
+    claimed = [out.get() for _ in workers]
     for process in workers:
-        process.join(60)
+        process.join()
         assert process.exitcode == 0
     everything = claimed[0] + claimed[1]
     assert sorted(everything) == sorted(set(everything)) and len(everything) == 20
@@ -98,6 +98,6 @@ def test_two_processes_can_migrate_a_fresh_database_at_once(tmp_path: Path) -> N
     for process in processes:
         process.start()
     for process in processes:
-        process.join(120)
+        process.join()
         assert process.exitcode == 0
     assert "fine_tuning_jobs" in inspect(get_engine(url)).get_table_names()

@@ -89,11 +89,21 @@ def alembic_config(url: str | None = None):
 
 def init_db(url: str | None = None) -> None:
     """Create or upgrade the schema to the newest migration. Safe to call from several processes at once:
-    on SQLite the migration runs inside one `BEGIN IMMEDIATE` transaction, so the others wait and find it done."""
+    on SQLite the migration runs inside one `BEGIN IMMEDIATE` transaction, so the others wait and find it done.
+    A database already at the newest revision is only read (no write lock)."""
     from alembic import command
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    import ftlab.records.tables  # noqa: F401 - loaded before the lock is taken; the migrations' env imports it
 
     url = url or database_url()
     config = alembic_config(url)
-    with get_engine(url).begin() as connection:
+    head = ScriptDirectory.from_config(config).get_current_head()
+    engine = get_engine(url)
+    with engine.connect() as connection:
+        if MigrationContext.configure(connection).get_current_revision() == head:
+            return
+    with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
