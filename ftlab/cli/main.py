@@ -20,7 +20,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.add_typer(synth_app, name="synth")
 
 
 @app.callback()
@@ -39,6 +38,7 @@ app.command("demo")(demo_command)
 app.add_typer(data_app, name="data")
 app.command("eval")(eval_command)
 app.add_typer(serve_app)  # serve, worker, keys
+app.add_typer(synth_app, name="synth")
 
 
 if __name__ == "__main__":
