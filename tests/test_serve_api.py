@@ -166,6 +166,33 @@ def test_file_names_never_become_paths(server: Server, data: dict[str, Path]) ->
     assert not any(p.name == "evil.jsonl" for p in server.home.rglob("*"))
 
 
+def test_structured_outputs_and_labels_hold_even_for_a_random_model(client: openai.OpenAI, tiny_model_dir: Path):
+    schema = {
+        "type": "object",
+        "properties": {"mood": {"type": "string", "enum": ["happy", "sad"]}, "sure": {"type": "boolean"}},
+        "required": ["mood", "sure"],
+        "additionalProperties": False,
+    }
+    ask = [{"role": "user", "content": "How do you feel?"}]
+    reply = client.chat.completions.create(
+        model=str(tiny_model_dir), messages=ask, max_tokens=40, temperature=0,
+        response_format={"type": "json_schema", "json_schema": {"name": "mood", "schema": schema, "strict": True}},
+    )  # fmt: skip
+    value = json.loads(reply.choices[0].message.content)
+    assert value["mood"] in ("happy", "sad") and isinstance(value["sure"], bool)
+    assert reply.choices[0].finish_reason == "stop"
+
+    labels = ["😍", "😡", "☀️"]
+    reply = client.chat.completions.create(
+        model=str(tiny_model_dir), messages=ask, n=2, temperature=1.0, seed=3, extra_body={"labels": labels}
+    )
+    assert all(c.message.content in labels and c.finish_reason == "stop" for c in reply.choices)
+    streamed = client.chat.completions.create(
+        model=str(tiny_model_dir), messages=ask, stream=True, temperature=0, extra_body={"labels": labels}
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) in labels
+
+
 # Bad inputs -------------------------------------------------------------------------------------------------------
 GOOD = chat_rows(EMOJI[:1])[0]
 
@@ -232,6 +259,11 @@ BAD_INPUTS = [
      ["ft:nope:ftlab::abc", "does not exist"]),
     ("no-messages", _chat(messages=[]), 400, ["messages"]),
     ("temperature-3", _chat(messages=[{"role": "user", "content": "hi"}], temperature=3), 400, ["temperature"]),
+    ("empty-labels", _chat(messages=[{"role": "user", "content": "hi"}], extra_body={"labels": []}), 400, ["labels"]),
+    ("labels-and-schema", _chat(messages=[{"role": "user", "content": "hi"}], extra_body={"labels": ["a"]},
+                                response_format={"type": "json_object"}), 400, ["labels", "not both"]),
+    ("schema-missing", _chat(messages=[{"role": "user", "content": "hi"}],
+                             response_format={"type": "json_schema", "json_schema": {"name": "x"}}), 400, ["schema"]),
 ]  # fmt: skip
 
 

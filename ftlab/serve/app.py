@@ -205,7 +205,8 @@ async def chat_completions(
         request.app.state.chat = ChatEngine(max_loaded=request.app.state.settings.max_loaded_models)
     engine: ChatEngine = request.app.state.chat
     if body.stream:
-        return StreamingResponse(engine.stream_sse(served, body), media_type="text/event-stream")
+        prepared = await run_in_threadpool(engine.prepare, served, body)  # 4xx problems surface before streaming
+        return StreamingResponse(engine.stream_sse(prepared, body), media_type="text/event-stream")
     completion = await run_in_threadpool(engine.complete, served, body)
     return JSONResponse(completion.model_dump(mode="json", exclude_none=True))
 

@@ -3,6 +3,10 @@
 Loaded models are kept in a small LRU cache keyed by (base, adapter), so switching between a few fine-tuned
 models does not reload them every request, while memory stays bounded. Generation runs one request at a time:
 on a CPU the cores are the bottleneck, and interleaving requests would only slow each one down.
+
+Outputs can be constrained: `response_format` `json_schema` / `json_object` (OpenAI's structured outputs,
+through `ftlab.infer.constrained`'s grammar processor) and ftlab's extension `labels: [...]`, which makes the
+reply exactly one of the given labels (a label-trie logits processor).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.completion_usage import CompletionUsage
@@ -30,13 +36,33 @@ def _messages(body: ChatCompletionCreate) -> list[dict]:
     return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
 
 
+def _schema(body: ChatCompletionCreate) -> dict | None:
+    """The JSON schema `response_format` asks for (None for plain text)."""
+    response_format = body.response_format
+    if response_format is None or response_format.type == "text":
+        return None
+    if response_format.type == "json_object":
+        return {"type": "object"}
+    schema = (response_format.json_schema or {}).get("schema")
+    if not isinstance(schema, dict):
+        raise bad_request(
+            "response_format json_schema needs a 'schema' object: {'type': 'json_schema', 'json_schema': "
+            "{'name': ..., 'schema': {...}}}",
+            param="response_format.json_schema.schema",
+        )
+    return schema
+
+
 def _options(body: ChatCompletionCreate) -> dict:
+    """Generation settings from the request; every problem is reported before any model work starts."""
     if body.logprobs:
         raise bad_request("logprobs are not supported by this server", param="logprobs")
-    if body.response_format is not None and body.response_format.type != "text":
-        raise bad_request(
-            f"response_format '{body.response_format.type}' is not supported yet", param="response_format"
-        )
+    if body.labels is not None:
+        if body.response_format is not None and body.response_format.type != "text":
+            raise bad_request("use either 'labels' or 'response_format', not both", param="labels")
+        if not body.labels or not all(label.strip() for label in body.labels):
+            raise bad_request("'labels' must be a non-empty list of non-empty strings", param="labels")
+    _schema(body)
     max_tokens = body.max_completion_tokens or body.max_tokens or DEFAULT_MAX_TOKENS
     if max_tokens > MAX_TOKENS_LIMIT:
         param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
@@ -51,6 +77,36 @@ def _options(body: ChatCompletionCreate) -> dict:
         "stop": stop or None,
         "seed": body.seed,
     }
+
+
+@dataclass
+class Prepared:
+    """A loaded model with the options and (optional) constraint of one request."""
+
+    model: ChatModel
+    messages: list[dict]
+    options: dict[str, Any]
+
+
+def _constrain(model: ChatModel, body: ChatCompletionCreate, options: dict) -> dict:
+    """Add the logits processor that `labels` or `response_format` asks for."""
+    from ftlab.infer import constrained
+
+    if body.labels:
+        options["logits_processor"] = constrained.constrained_labels_processor(model.tokenizer, body.labels)
+        options["max_new_tokens"] = constrained.max_label_tokens(model.tokenizer, body.labels)
+        return options
+    schema = _schema(body)
+    if schema is not None:
+        try:
+            options["logits_processor"] = constrained.json_schema_processor(
+                model.tokenizer, schema, vocab_size=model.model.config.vocab_size
+            )
+        except ValueError as exc:
+            raise bad_request(str(exc), param="response_format.json_schema.schema") from None
+        except ImportError as exc:
+            raise APIError(501, str(exc), param="response_format", code="unsupported") from None
+    return options
 
 
 class ChatEngine:
@@ -79,12 +135,18 @@ class ChatEngine:
     def loaded(self) -> list[tuple[str, str | None]]:
         return list(self._models)
 
-    def complete(self, served: ServedModel, body: ChatCompletionCreate) -> ChatCompletion:
+    def prepare(self, served: ServedModel, body: ChatCompletionCreate) -> Prepared:
+        """Check the request, load the model, build the constraint: everything that can fail with a 4xx."""
         options = _options(body)
-        n = body.n or 1
         with self._lock:
             model = self._model(served)
-            completions = model.generate([_messages(body)] * n, **options)
+        return Prepared(model, _messages(body), _constrain(model, body, options))
+
+    def complete(self, served: ServedModel, body: ChatCompletionCreate) -> ChatCompletion:
+        job = self.prepare(served, body)
+        n = body.n or 1
+        with self._lock:
+            completions = job.model.generate([job.messages] * n, **job.options)
         choices = [
             {
                 "index": i,
@@ -110,9 +172,8 @@ class ChatEngine:
             ),
         )
 
-    def stream_sse(self, served: ServedModel, body: ChatCompletionCreate) -> Iterator[str]:
-        """`data: {chunk}` lines ending with `data: [DONE]`, as OpenAI streams them."""
-        options = _options(body)  # raises before the response starts, so bad input still gets a 400
+    def stream_sse(self, job: Prepared, body: ChatCompletionCreate) -> Iterator[str]:
+        """`data: {chunk}` lines ending with `data: [DONE]`, as OpenAI streams them (`job` from `prepare`)."""
         chunk_id, created = "chatcmpl-" + secrets.token_hex(12), int(time.time())
 
         def chunk(choices: list[dict], usage: CompletionUsage | None = None) -> str:
@@ -127,40 +188,33 @@ class ChatEngine:
             )
             return f"data: {payload.model_dump_json(exclude_none=True)}\n\n"
 
-        def events() -> Iterator[str]:
-            usage = CompletionUsage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
-            try:
-                with self._lock:
-                    model = self._model(served)
-                    messages = _messages(body)
-                    usage.prompt_tokens = len(model.prompt_ids(messages))
-                    for index in range(body.n or 1):
-                        yield chunk([{"index": index, "delta": {"role": "assistant", "content": ""}}])
-                        text, deltas = "", model.stream(messages, **options)
-                        while True:
-                            try:
-                                delta = next(deltas)
-                            except StopIteration as end:
-                                final = end.value  # a Completion, when the generator returns one
-                                break
-                            text += delta
-                            yield chunk([{"index": index, "delta": {"content": delta}}])
-                        if final is None:  # only text came back: count the reply by re-tokenising it
-                            n_tokens = len(model.tokenizer.encode(text, add_special_tokens=False))
-                            finish = "length" if n_tokens >= options["max_new_tokens"] else "stop"
-                        else:
-                            n_tokens, finish = final.completion_tokens, final.finish_reason
-                        usage.completion_tokens += n_tokens
-                        yield chunk([{"index": index, "delta": {}, "finish_reason": finish}])
-            except APIError as exc:
-                yield f"data: {json.dumps(exc.body())}\n\n"
-                return
-            except Exception as exc:  # the status line is already sent: report the failure in the stream
-                yield f"data: {json.dumps(APIError(500, f'Generation failed: {exc}').body())}\n\n"
-                return
-            if body.stream_options and body.stream_options.include_usage:
-                usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
-                yield chunk([], usage)
-            yield "data: [DONE]\n\n"
-
-        return events()
+        usage = CompletionUsage(
+            prompt_tokens=len(job.model.prompt_ids(job.messages)), completion_tokens=0, total_tokens=0
+        )
+        try:
+            with self._lock:
+                for index in range(body.n or 1):
+                    yield chunk([{"index": index, "delta": {"role": "assistant", "content": ""}}])
+                    text, deltas, final = "", job.model.stream(job.messages, **job.options), None
+                    while True:
+                        try:
+                            delta = next(deltas)
+                        except StopIteration as end:
+                            final = end.value  # a Completion, when the generator returns one
+                            break
+                        text += delta
+                        yield chunk([{"index": index, "delta": {"content": delta}}])
+                    if final is None:  # only text came back: count the reply by re-tokenising it
+                        n_tokens = len(job.model.tokenizer.encode(text, add_special_tokens=False))
+                        finish = "length" if n_tokens >= job.options["max_new_tokens"] else "stop"
+                    else:
+                        n_tokens, finish = final.completion_tokens, final.finish_reason
+                    usage.completion_tokens += n_tokens
+                    yield chunk([{"index": index, "delta": {}, "finish_reason": finish}])
+        except Exception as exc:  # the status line is already sent: report the failure in the stream
+            yield f"data: {json.dumps(APIError(500, f'Generation failed: {exc}').body())}\n\n"
+            return
+        if body.stream_options and body.stream_options.include_usage:
+            usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
+            yield chunk([], usage)
+        yield "data: [DONE]\n\n"

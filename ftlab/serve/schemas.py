@@ -96,3 +96,6 @@ class ChatCompletionCreate(BaseModel):
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
     logprobs: bool | None = None
+    labels: list[str] | None = Field(
+        None, description="ftlab extension: constrain the reply to exactly one of these labels"
+    )
