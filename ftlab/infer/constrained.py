@@ -205,8 +205,10 @@ def rank_labels(
     first_logprobs = out.logits[0, -1].float().log_softmax(-1)
     prompt_kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
     scores = torch.empty(len(sequences))
-    for start in range(0, len(sequences), chunk_size):
-        chunk = sequences[start : start + chunk_size]
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))  # similar lengths share a chunk
+    for start in range(0, len(order), chunk_size):
+        members = order[start : start + chunk_size]
+        chunk = [sequences[i] for i in members]
         width = max(len(s) for s in chunk)
         ids = torch.full((len(chunk), width), end_of_turn_id(tokenizer), dtype=torch.long)
         valid = torch.zeros((len(chunk), width), dtype=torch.bool)
@@ -224,7 +226,7 @@ def rank_labels(
             ).logits.float()
             token_logprobs = logits.log_softmax(-1).gather(-1, ids[:, 1:, None])[..., 0]
             total = total + (token_logprobs * valid[:, 1:]).sum(-1)
-        scores[start : start + len(chunk)] = total.cpu()
+        scores[members] = total.cpu()
     return scores
 
 
