@@ -54,7 +54,11 @@ def _errors(command: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except (DataError, JobMismatch, TeacherError, ModelNotFound, LookupError) as exc:
+        except (DataError, JobMismatch, TeacherError, ModelNotFound) as exc:
+            _fail(str(exc))
+        except LookupError as exc:  # a missing embedding model; KeyError and IndexError are bugs, not input
+            if type(exc) is not LookupError:
+                raise
             _fail(str(exc))
 
     return wrapper
@@ -114,8 +118,10 @@ def qa(
 
     Rerun the same command after a kill to continue where it stopped.
     """
+    from ftlab.synth.documents import load_chunks
     from ftlab.synth.qa import DEFAULT_SYSTEM, QAOptions, synth_qa
 
+    load_chunks(docs_dir, max_chars)  # bad input fails before any model loads
     calibration = _calibrate(embedder, dedup_threshold)
     teacher_ = make_teacher(teacher, base_url, api_key, concurrency, retries, batch_size)
     judge_ = None

@@ -346,7 +346,8 @@ def run_round(
     candidates = []
     for record, chunk, reply in zip(records, chunks, replies, strict=True):
         record["tokens"] = [reply.prompt_tokens, reply.completion_tokens]
-        question = strip_tics(reply.text.strip().splitlines()[0] if reply.text.strip() else "")
+        # the first line that is still a question once labels like "Question:" are stripped
+        question = next((q for q in map(strip_tics, reply.text.splitlines()) if q), "")
         record["raw_question"] = reply.text
         record["question"] = question
         if not question:
