@@ -151,6 +151,10 @@ def test_openai_endpoint_model(test_file: Path):
                             model=model)
     assert result.summary["set_f1"] == pytest.approx(0.75) and result.summary["json_valid"] == pytest.approx(0.75)
     assert all(b["temperature"] == 0.0 and b["model"] == "teacher-1" for b in seen)
+    seen.clear()
+    evaluate_model(spec, read_examples(test_file), ["exact"], EvalOptions(decode="constrained", labels=["a", "b"]),
+                   model=model)
+    assert all(body["labels"] == ["a", "b"] for body in seen)  # ftlab serve's label-set extension
     with pytest.raises(ValueError, match="needs a local model"):
         evaluate_model(spec, read_examples(test_file), ["exact"], EvalOptions(decode="rank", labels=["a"]),
                        model=model)

@@ -133,7 +133,8 @@ def eval_command(
     labels: Path | None = typer.Option(None, help="LABELS.txt, one allowed label per line: adds the label metrics "
                                        "(valid-label rate, accuracy, macro-F1, per-label precision/recall)."),
     decode: str = typer.Option("free", help="free: plain generation; constrained: only the --labels can be "
-                               "written (token trie); rank: score every label by log-likelihood, take the best."),
+                               "written (token trie; for an openai: endpoint, sent as ftlab serve's `labels` "
+                               "extension); rank: score every label by log-likelihood, take the best (local models)."),
     fallback: str | None = typer.Option(None, help="nearest: with --decode free, map an output that is not a "
                                         "label to the closest label by embedding cosine (bundled MiniLM)."),
     json_schema: Path | None = typer.Option(None, "--json-schema", help="SCHEMA.json: generation constrained to "

@@ -135,9 +135,9 @@ def generate_outputs(model, conversations: list[list[dict[str, Any]]], reference
     from ftlab.infer import constrained
 
     remote = not hasattr(model, "prompt_ids")
-    if remote and (options.decode != "free"):
-        raise ValueError(f"--decode {options.decode} needs a local model (it reads the model's logits); with an "
-                         "endpoint use --decode free --fallback nearest")
+    if remote and options.decode == "rank":
+        raise ValueError("--decode rank needs a local model (it reads the model's logits); with an endpoint use "
+                         "--decode free --fallback nearest, or --decode constrained against an ftlab server")
     if options.decode == "rank":
         rows = []
         for messages in conversations:
@@ -151,7 +151,9 @@ def generate_outputs(model, conversations: list[list[dict[str, Any]]], reference
     kwargs: dict[str, Any] = {"max_new_tokens": options.max_new_tokens or default_max_new_tokens(model, references)}
     if not remote:
         kwargs["batch_size"] = options.batch_size
-    if options.decode == "constrained":
+    if options.decode == "constrained" and remote:
+        kwargs["extra_body"] = {"labels": list(options.labels)}  # the label-set extension of `ftlab serve`
+    elif options.decode == "constrained":
         kwargs["logits_processor"] = constrained.constrained_labels_processor(model.tokenizer, options.labels)
         kwargs["max_new_tokens"] = constrained.max_label_tokens(model.tokenizer, options.labels)
     elif options.json_schema is not None:
