@@ -147,3 +147,227 @@ def split(
     for name, path in result.paths().items():
         groups = f" ({result.groups[name]} groups)" if group_by else ""
         out.print(f"{name:5} {result.counts[name]:6} examples{groups} -> {escape(str(path))}")
+
+
+def _bar(count: int, largest: int, width: int = 40) -> str:
+    return "█" * max(1 if count else 0, round(width * count / largest)) if largest else ""
+
+
+@app.command()
+def stats(
+    file: Path = typer.Argument(..., help="chat JSONL file"),
+    model: str = typer.Option(
+        BUNDLED_MODEL, "--model", "-m", help="tokenizer to count with (OpenAI model names use tiktoken)"
+    ),
+    png: Path | None = typer.Option(None, "--png", help="also write histograms to this PNG"),
+    bins: int = typer.Option(12, "--bins", help="histogram bins in the terminal"),
+    as_json: bool = typer.Option(False, "--json", help="print the statistics as JSON"),
+) -> None:
+    """Tokens per example, per role and of the assistant replies; messages per example; percentiles, histogram."""
+    from ftlab.data.stats import PERCENTILES, histogram, save_histogram_png, stats_file
+
+    try:
+        result = stats_file(file, model)
+    except (DataError, LookupError, ValueError, OSError) as exc:
+        _fail(str(exc))
+    if png:
+        save_histogram_png(result, png)
+    if as_json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+        return
+    data = result.to_dict()
+    out.print(f"[bold]{escape(result.path)}[/]: {len(result.total)} examples, "
+              f"counted with {escape(result.counted_with)}")
+    if result.skipped_lines:
+        out.print(f"[yellow]{len(result.skipped_lines)} invalid lines skipped[/] (lines {result.skipped_lines[:10]}); "
+                  "`ftlab data validate` says why")
+    header = ["", "mean", "min", *(f"p{p}" for p in PERCENTILES), "max", "sum"]
+    rows = [("tokens / example", data["tokens_per_example"]),
+            ("assistant tokens", data["assistant_tokens_per_example"]),
+            ("messages / example", data["messages_per_example"])]
+    rows += [(f"  {role} tokens", values) for role, values in data["tokens_per_role"].items()]
+    out.print("  ".join(f"{h:>18}" if i == 0 else f"{h:>8}" for i, h in enumerate(header)))
+    for name, d in rows:
+        cells = [d["mean"], d["min"], *(d[f"p{p}"] for p in PERCENTILES), d["max"], d["sum"]]
+        out.print(f"{name:>18}  " + "  ".join(f"{c:>8}" for c in cells), highlight=False)
+    out.print("\ntokens per example:")
+    hist = histogram(result.total, bins)
+    largest = max(c for _, _, c in hist)
+    for low, high, count in hist:
+        out.print(f"{low:>8.0f} – {high:<8.0f} {count:>6}  {_bar(count, largest)}", highlight=False)
+    if png:
+        out.print(f"histograms written to {escape(str(png))}")
+
+
+@app.command()
+def estimate(
+    file: Path = typer.Argument(..., help="chat JSONL file"),
+    model: list[str] = typer.Option(
+        None, "--model", "-m", help="OpenAI model to price (repeatable; default: every model in the price table)"
+    ),
+    epochs: str = typer.Option("auto", "--epochs", help="number of epochs, or 'auto' (the cookbook rule)"),
+    local_model: str = typer.Option(BUNDLED_MODEL, "--local-model", help="local model to time training for"),
+    no_local: bool = typer.Option(False, "--no-local", help="skip the local training-time estimate"),
+    method: str = typer.Option("lora", "--method", help="local method: lora, dora or full"),
+    max_length: int | None = typer.Option(None, "--max-length", help="local training length (default 2048)"),
+    recalibrate: bool = typer.Option(False, "--recalibrate", help="measure this machine's throughput again"),
+    as_json: bool = typer.Option(False, "--json", help="print the estimate as JSON"),
+) -> None:
+    """Billed tokens and cost for OpenAI fine-tuning (dated price table), and time to train locally here."""
+    from ftlab.data.estimate import PRICES_AS_OF, PRICES_SOURCE, estimate_file
+
+    n_epochs: int | str = epochs
+    if epochs != "auto":
+        if not epochs.isdigit() or int(epochs) < 1:
+            _fail(f"--epochs must be a positive number or 'auto', got {epochs!r}")
+        n_epochs = int(epochs)
+    local = None if no_local else local_model
+    try:
+        if local:
+            err.print(f"calibrating {local} training throughput on this machine (cached after the first time)…")
+        result = estimate_file(file, model or None, n_epochs, local_model=local, method=method,
+                               max_length=max_length, refresh=recalibrate)
+    except (DataError, LookupError, ValueError, OSError) as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+        return
+    out.print(f"[bold]{escape(result.path)}[/]: {result.n_examples} examples")
+    if result.skipped_lines:
+        out.print(f"[yellow]{len(result.skipped_lines)} invalid lines not counted[/]: run `ftlab data validate`")
+    out.print(f"OpenAI fine-tuning, prices as of {PRICES_AS_OF} ({PRICES_SOURCE}):")
+    for cost in result.openai:
+        cut = f", {cost.n_cut} examples cut to the limit" if cost.n_cut else ""
+        out.print(
+            f"  {cost.model:26} {cost.n_epochs:>2} epochs × {cost.billed_tokens_per_epoch:>12,} tokens = "
+            f"{cost.billed_tokens:>13,} billed × ${cost.usd_per_1m:.2f}/1M = [bold]${cost.usd:,.2f}[/]{cut}",
+            highlight=False,
+        )
+    if result.local:
+        t = result.local
+        minutes = t.seconds / 60
+        source = "cached calibration" if t.from_cache else "just measured"
+        out.print(
+            f"local ({escape(t.model)}, {t.method}): {t.n_epochs} epochs × {t.tokens_per_epoch:,} tokens at "
+            f"{t.tokens_per_second:,.0f} tokens/s ({source}) ≈ [bold]{minutes:,.1f} min[/] of training",
+            highlight=False,
+        )
+
+
+@app.command()
+def convert(
+    file: Path = typer.Argument(..., help="CSV, TSV or JSONL file"),
+    out_file: Path = typer.Option(..., "--out", help="chat (or DPO) JSONL to write"),
+    fmt: str | None = typer.Option(None, "--format", help="csv, tsv or jsonl (default: from the extension)"),
+    to: str = typer.Option("chat", "--to", help="chat, or dpo for preference pairs"),
+    system: str | None = typer.Option(None, "--system", help="system prompt for every example"),
+    system_column: str | None = typer.Option(None, "--system-column", help="column holding the system prompt"),
+    user_column: str | None = typer.Option(None, "--user-column", help="column holding the user message"),
+    user_template: str | None = typer.Option(
+        None, "--user-template", help="user message from columns, e.g. 'Title: {title}\\n\\nIngredients: {ingredients}'"
+    ),
+    assistant_column: str | None = typer.Option(None, "--assistant-column", help="column holding the reply"),
+    assistant_template: str | None = typer.Option(None, "--assistant-template", help="reply from columns"),
+    preferred_column: str | None = typer.Option(None, "--preferred-column", help="DPO: the preferred reply"),
+    non_preferred_column: str | None = typer.Option(
+        None, "--non-preferred-column", help="DPO: the non-preferred reply"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+) -> None:
+    """Convert CSV/TSV/JSONL rows (or prompt/completion pairs) into chat JSONL, or into OpenAI's DPO format.
+
+    Templates use {column} placeholders; \\n and \\t typed in a template become a newline and a tab.
+    """
+    from ftlab.data.convert import Mapping, convert_file, unescape
+
+    if fmt not in (None, "csv", "tsv", "jsonl"):
+        _fail(f"--format must be csv, tsv or jsonl, got {fmt!r}")
+    if to not in ("chat", "dpo"):
+        _fail(f"--to must be chat or dpo, got {to!r}")
+    mapping = Mapping(
+        user_column=user_column,
+        user_template=unescape(user_template) if user_template is not None else None,
+        assistant_column=assistant_column,
+        assistant_template=unescape(assistant_template) if assistant_template is not None else None,
+        system=unescape(system) if system is not None else None,
+        system_column=system_column,
+        preferred_column=preferred_column,
+        non_preferred_column=non_preferred_column,
+    )
+    try:
+        result = convert_file(file, out_file, mapping, fmt=fmt, to=to)
+    except (DataError, ValueError, OSError) as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+        return
+    out.print(f"{result.written} examples written to {escape(str(result.out))}")
+    for line, why in result.skipped[:20]:
+        out.print(f"[yellow]skipped[/] line {line}: {why}")
+    if len(result.skipped) > 20:
+        out.print(f"… {len(result.skipped) - 20} more rows skipped")
+
+
+METHOD_HELP = "both (MinHash and embeddings), minhash or embedding"
+
+
+@app.command()
+def dedup(
+    file: Path = typer.Argument(..., help="chat JSONL file"),
+    out_file: Path = typer.Option(..., "--out", help="where to write the kept examples"),
+    threshold: float = typer.Option(0.8, "--threshold", help="character 3-gram Jaccard threshold (MinHash)"),
+    cosine: float = typer.Option(0.95, "--cosine", help="embedding cosine threshold"),
+    method: str = typer.Option("both", "--method", help=METHOD_HELP),
+    embedder: str = typer.Option("minilm", "--embedder", help="'minilm' (bundled) or a sentence-transformers folder"),
+    dropped: Path | None = typer.Option(None, "--dropped", help="where to write what was dropped"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+) -> None:
+    """Drop exact and near-duplicate examples, keeping the first of each; writes what it dropped and why."""
+    from ftlab.data.dedup import dedup_file
+
+    if method not in ("both", "minhash", "embedding"):
+        _fail(f"--method must be {METHOD_HELP}")
+    try:
+        result = dedup_file(file, out_file, threshold=threshold, cosine=cosine, method=method, embedder=embedder,
+                            dropped_path=dropped)
+    except (DataError, LookupError, ValueError, OSError) as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+        return
+    out.print(f"kept {result.kept}, dropped {len(result.dropped)} -> {escape(str(result.out))}")
+    for match in result.dropped[:20]:
+        out.print(f"  line {match.line} duplicates line {match.of_line} ({match.method} {match.similarity:.2f})")
+    if result.dropped:
+        out.print(f"dropped examples written to {escape(str(result.dropped_path))}")
+
+
+@app.command()
+def leakage(
+    file_a: Path = typer.Argument(..., help="e.g. train.jsonl"),
+    file_b: Path = typer.Argument(..., help="e.g. test.jsonl"),
+    threshold: float = typer.Option(0.8, "--threshold", help="character 3-gram Jaccard threshold (MinHash)"),
+    cosine: float = typer.Option(0.95, "--cosine", help="embedding cosine threshold"),
+    method: str = typer.Option("both", "--method", help=METHOD_HELP),
+    embedder: str = typer.Option("minilm", "--embedder", help="'minilm' (bundled) or a sentence-transformers folder"),
+    as_json: bool = typer.Option(False, "--json", help="print the pairs as JSON"),
+) -> None:
+    """Report examples of B that also occur in A: identical, same prompt, or near-duplicate. Exit 1 if any."""
+    from ftlab.data.dedup import leakage as find_leakage
+
+    if method not in ("both", "minhash", "embedding"):
+        _fail(f"--method must be {METHOD_HELP}")
+    try:
+        report = find_leakage(file_a, file_b, threshold=threshold, cosine=cosine, method=method, embedder=embedder)
+    except (DataError, LookupError, ValueError, OSError) as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        out.print(f"{len(report.matches)} pairs across {escape(str(file_a))} ({report.n_a}) and "
+                  f"{escape(str(file_b))} ({report.n_b})")
+        for m in report.matches[:50]:
+            out.print(f"  A line {m.of_line} ~ B line {m.line}: {m.method} {m.similarity:.2f}")
+        if len(report.matches) > 50:
+            out.print(f"  … {len(report.matches) - 50} more (--json lists them all)")
+    raise typer.Exit(1 if report.matches else 0)
