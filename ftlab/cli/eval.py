@@ -173,6 +173,9 @@ def eval_command(
     path = output or home() / "evals" / f"eval-{datetime.now(UTC):%Y%m%d-%H%M%S}.json"
     result.write(path)
     console.print(f"Per-example outputs and metrics: {path}")
+    from ftlab.records.store import record_eval
+
+    console.print(f"Recorded as evaluation {record_eval(result, output_path=path)}")
     if report is not None:
         from ftlab.evaluate.report import write_report
 

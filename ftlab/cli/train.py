@@ -116,6 +116,9 @@ def train_command(
         result = train(config, train_file, validation, output, on_event=show, resume=resume)
     except (DataError, ModelNotFound) as exc:
         fail(str(exc))
+    from ftlab.records.store import record_run
+
+    console.print(f"Recorded as run {record_run(result)} (`ftlab runs show` it)")
     c = result.config
     console.print(
         f"\n[bold]Run folder:[/] {result.output_dir}\n"

@@ -173,3 +173,68 @@ class ApiKey(Base):
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
     last_used_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
     revoked_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+
+
+# Records of datasets and evaluations (issue 7). Runs, their metrics and checkpoints are the tables above.
+
+
+class Dataset(Base):
+    """A data file, known by its sha256: where it was last seen, what validation found, its token counts."""
+
+    __tablename__ = "datasets"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    path: Mapped[str] = mapped_column(Text)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    n_examples: Mapped[int | None] = mapped_column(Integer, default=None)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+    last_seen_at: Mapped[int] = mapped_column(BigInteger, default=now)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    token_stats: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+
+
+class Evaluation(Base):
+    """One `ftlab eval`: the test set (by sha256), the metrics asked for, the pairwise comparisons and judges."""
+
+    __tablename__ = "evaluations"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+    source: Mapped[str] = mapped_column(String(16), default="cli")
+    test_file: Mapped[str] = mapped_column(Text)
+    test_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    n_examples: Mapped[int] = mapped_column(Integer)
+    metrics: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    headline: Mapped[str | None] = mapped_column(String(32), default=None)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    comparisons: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    judgements: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    human_agreement: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    output_path: Mapped[str | None] = mapped_column(Text, default=None)
+    code_version: Mapped[str | None] = mapped_column(String(64), default=None)
+
+    models: Mapped[list[EvaluationModel]] = relationship(
+        back_populates="evaluation", order_by="EvaluationModel.position", cascade="all, delete-orphan"
+    )
+
+
+class EvaluationModel(Base):
+    """One model's part of an evaluation: its aggregate metrics and every per-example output."""
+
+    __tablename__ = "evaluation_models"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    evaluation_pk: Mapped[int] = mapped_column(ForeignKey("evaluations.pk", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(Text)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    run_pk: Mapped[int | None] = mapped_column(ForeignKey("runs.pk", ondelete="SET NULL"), index=True, default=None)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON)
+    seconds: Mapped[float] = mapped_column(Float)
+    load_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    examples: Mapped[list[Any]] = mapped_column(JSON, default=list)
+
+    evaluation: Mapped[Evaluation] = relationship(back_populates="models")

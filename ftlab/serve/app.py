@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from ftlab.records.db import init_db, new_session, session_scope
-from ftlab.serve import auth, catalog, files, jobs
+from ftlab.serve import auth, catalog, dashboard, files, jobs
 from ftlab.serve.errors import APIError, bad_request, install_handlers
 from ftlab.serve.schemas import ChatCompletionCreate, JobCreate
 from ftlab.serve.worker import recover_orphaned_jobs
@@ -233,4 +233,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ok"}
 
     app.include_router(router)
+    dashboard.install(app)  # the dashboard at / (records of jobs, runs, datasets and evaluations)
     return app
