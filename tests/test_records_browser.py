@@ -9,6 +9,8 @@ import httpx
 import pytest
 from serve_helpers import EMOJI, Server, chat_rows, wait_for, write_jsonl
 
+from ftlab.data.schema import file_sha256
+
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -61,5 +63,10 @@ def test_the_loss_chart_updates_while_a_job_trains(tmp_path: Path, tiny_model_di
             browser.close()
         client.fine_tuning.jobs.cancel(job.id)
         wait_for(lambda: client.fine_tuning.jobs.retrieve(job.id).status == "cancelled")
+        # The worker completes the run's record when the job ends: code version, data hashes, checkpoints.
+        run_id = httpx.get(f"{base}/dashboard/api/runs/{job.id}/metrics").json()["id"]
+        runs_api = f"{base}/dashboard/api/runs?ids={run_id}"
+        recorded = wait_for(lambda: (run := httpx.get(runs_api).json()["runs"][0])["code_version"] and run)
+        assert recorded["status"] == "cancelled" and recorded["train_sha256"] == file_sha256(train)
     finally:
         server.stop()

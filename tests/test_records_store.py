@@ -130,37 +130,40 @@ def test_diff_shows_exactly_what_changed(two_runs) -> None:
         assert [row.run.id for row in list_runs(db, limit=2)] == [b_id, a_id]
 
 
-def _cli(url: str, *args: str) -> subprocess.CompletedProcess:
-    env = {"FTLAB_DATABASE_URL": url, "PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "ftlab.cli.main", "runs", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, check=True)  # fmt: skip
-
-
 def test_runs_cli_reads_the_records_from_a_fresh_process(two_runs) -> None:
-    url, first, second, a_id, b_id = two_runs
-    listed = json.loads(_cli(url, "list", "--json").stdout)
-    assert [r["id"] for r in listed][:2] == [b_id, a_id]
-    shown = json.loads(_cli(url, "show", a_id, "--json").stdout)
-    assert shown["config"]["learning_rate_multiplier"] == 10.0 and len(shown["metrics"]) == 4
-    assert {d["role"] for d in shown["datasets"]} == {"train", "validation"}
-    text = _cli(url, "diff", a_id, b_id).stdout
+    url, first, _, a_id, _ = two_runs
+    env = {"FTLAB_DATABASE_URL": url, "PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
+    shown = subprocess.run([sys.executable, "-m", "ftlab.cli.main", "runs", "show", a_id, "--json"], cwd=REPO, env=env,
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    record = json.loads(shown.stdout)
+    assert record["config"]["learning_rate_multiplier"] == 10.0 and len(record["metrics"]) == 4
+    assert {d["role"] for d in record["datasets"]} == {"train", "validation"} and record["code_version"]
+    assert [c["step"] for c in record["checkpoints"]] == [2, 4]
+
+
+def test_runs_list_compare_and_diff_commands(two_runs) -> None:
+    from typer.testing import CliRunner
+
+    from ftlab.cli.main import app
+
+    _, first, second, a_id, b_id = two_runs
+
+    def runs(*args: str) -> str:
+        result = CliRunner().invoke(app, ["runs", *args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert [r["id"] for r in json.loads(runs("list", "--json"))][:2] == [b_id, a_id]
+    assert "newest runs" in runs("list")
+    text = runs("diff", a_id, b_id)
     assert f"data.train sha256: {first.dataset_sha256['train']} → {second.dataset_sha256['train']}" in text
     assert "hyperparameters.learning_rate_multiplier: 10.0 → 30.0" in text
-    compared = json.loads(_cli(url, "compare", a_id, b_id, "--json").stdout)
+    compared = json.loads(runs("compare", a_id, b_id, "--json"))
     assert {r["field"] for r in compared["rows"] if r["differs"] and r["section"] != "results"} == {
-        "train sha256",
-        "learning_rate_multiplier",
-        "learning_rate",
-    }
-    assert "runs side by side" in _cli(url, "compare", a_id, str(second.output_dir)).stdout
-    missing = subprocess.run(
-        [sys.executable, "-m", "ftlab.cli.main", "runs", "show", "run-nope"],
-        cwd=REPO,
-        env={"FTLAB_DATABASE_URL": url, "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-    )
-    assert missing.returncode == 1 and "no recorded run 'run-nope'" in missing.stdout
+        "train sha256", "learning_rate_multiplier", "learning_rate"}  # fmt: skip
+    assert "runs side by side" in runs("compare", a_id, str(second.output_dir))
+    missing = CliRunner().invoke(app, ["runs", "show", "run-nope"])
+    assert missing.exit_code == 1 and "no recorded run 'run-nope'" in missing.output
 
 
 def test_an_evaluation_is_recorded_and_linked_to_its_run(two_runs, evaluation) -> None:
@@ -189,6 +192,18 @@ def test_a_broken_dataset_is_recorded_with_the_line_and_field(tmp_path: Path) ->
     with session_scope(url) as db:
         (dataset,) = db.scalars(select(Dataset)).all()
         assert dataset.sha256 == sha and dataset.summary["note"] == "from the validator" and dataset.n_examples == 1
+
+
+def test_a_validation_report_is_kept_as_the_dataset_summary(tmp_path: Path) -> None:
+    from ftlab.data.validate import validate_file
+
+    url = f"sqlite:///{tmp_path / 'ftlab.db'}"
+    good = write_chats(tmp_path / "good.jsonl", 12)
+    sha = record_dataset(good, validate_file(good, None).to_dict(), url=url)
+    assert record_dataset(good, url=url) == sha  # the quick summary of a later run does not replace the report
+    with session_scope(url) as db:
+        dataset = db.scalar(select(Dataset).where(Dataset.sha256 == sha))
+        assert dataset.n_examples == 12 and dataset.summary["ok"] is True and "findings" in dataset.summary
 
 
 def _record_copies(url: str, source: Path, names: list[str], start, out) -> None:

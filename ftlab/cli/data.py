@@ -94,6 +94,9 @@ def validate(
             )
     except (DataError, LookupError, ValueError, OSError) as exc:
         _fail(str(exc))
+    from ftlab.records.store import record_dataset
+
+    record_dataset(file, report.to_dict())  # the dataset's record keeps this summary and its token counts
     if as_json:
         print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
     else:

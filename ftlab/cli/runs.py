@@ -183,4 +183,4 @@ def diff_command(
     for section, name, x, y in changes:
         # sha256s are shown in full here: a diff must show exactly what changed.
         before, after = "-" if x is None else x, "-" if y is None else y
-        console.print(f"{section}.{name}: [red]{before}[/] → [green]{after}[/]", highlight=False)
+        console.print(f"{section}.{name}: [red]{before}[/] → [green]{after}[/]", highlight=False, soft_wrap=True)

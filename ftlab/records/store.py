@@ -31,6 +31,7 @@ from ftlab.records.tables import (
     Dataset,
     Evaluation,
     EvaluationModel,
+    FileRecord,
     Run,
     RunMetric,
     new_id,
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from ftlab.evaluate.run import EvalResult
     from ftlab.train.recipe import TrainResult
 
+MAX_FINDINGS_KEPT = 50  # a dataset's record keeps the first findings; `ftlab data validate --json` lists all
 METRIC_FIELDS = ("train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy")
 
 
@@ -104,19 +106,25 @@ def _upsert_dataset(
     sha256: str,
     summary: dict[str, Any] | None,
     token_stats: dict[str, Any] | None,
+    *,
+    keep_summary: bool = False,
 ) -> Dataset:
+    """Insert or refresh a dataset row. `keep_summary`: a summary already recorded (e.g. by `ftlab data
+    validate`, which checks far more) is not replaced by the quick one runs and evaluations compute."""
+    upload = db.scalar(select(FileRecord.filename).where(FileRecord.id == path.name, FileRecord.sha256 == sha256))
+    filename = (upload or path.name)[:255]  # a service upload is stored as FILES/<file id>: show its own name
     dataset = db.scalar(select(Dataset).where(Dataset.sha256 == sha256))
     if dataset is None:
-        dataset = Dataset(sha256=sha256, filename=path.name[:255], path=str(path), bytes=path.stat().st_size)
+        dataset = Dataset(sha256=sha256, filename=filename, path=str(path), bytes=path.stat().st_size)
         try:
             with db.begin_nested():
                 db.add(dataset)
         except IntegrityError:  # another process recorded the same file a moment ago (PostgreSQL)
             dataset = db.scalar(select(Dataset).where(Dataset.sha256 == sha256))
-    dataset.path, dataset.filename, dataset.last_seen_at = str(path), path.name[:255], now()
-    if summary is not None:
+    dataset.path, dataset.filename, dataset.last_seen_at = str(path), filename, now()
+    if summary is not None and not (keep_summary and dataset.summary):
         dataset.summary = summary
-        dataset.n_examples = summary.get("n_examples", dataset.n_examples)
+        dataset.n_examples = summary.get("n_examples", summary.get("examples", dataset.n_examples))
     if token_stats:
         # Token counts depend on the tokenizer: keep one entry per tokenizer.
         stats = dict(dataset.token_stats or {})
@@ -132,15 +140,25 @@ def record_dataset(
     token_stats: dict[str, Any] | None = None,
     url: str | None = None,
 ) -> str:
-    """Record a data file by its sha256 and return the hash. `summary` is a validation summary (default: what
-    `summarize_dataset` finds); `token_stats` (with a `tokenizer` key) adds token counts for one tokenizer."""
+    """Record a data file by its sha256 and return the hash. `summary` is a validation summary (e.g.
+    `ValidationReport.to_dict()`); without one, what `summarize_dataset` finds is kept unless a summary is
+    already recorded. `token_stats` (with a `tokenizer` key) adds token counts for one tokenizer."""
     path = Path(path).resolve()
     sha256 = file_sha256(path)
-    if summary is None:
-        summary = summarize_dataset(path)
+    quick = summary is None
+    if summary is not None and summary.get("findings"):
+        summary = {**summary, "findings": summary["findings"][:MAX_FINDINGS_KEPT]}
+    tokens = (summary or {}).get("tokens") or {}
+    if token_stats is None and "total" in tokens:  # a ValidationReport's token summary
+        extra = {k: tokens[k] for k in ("median", "p95", "max", "over_max_length") if k in tokens}
+        tokenizer = summary.get("model") or tokens.get("counted_with")
+        token_stats = {"tokenizer": tokenizer, "tokens": tokens["total"], "max_length": summary.get("max_length"),
+                       "n_examples": summary.get("examples"), **extra}  # fmt: skip
     url = _ready(url or database_url())
     with session_scope(url) as db:
-        _upsert_dataset(db, path, sha256, summary, token_stats)
+        _upsert_dataset(
+            db, path, sha256, summarize_dataset(path) if quick else summary, token_stats, keep_summary=quick
+        )
     return sha256
 
 
@@ -191,7 +209,7 @@ def record_run(result: TrainResult, source: str = "cli", *, url: str | None = No
     url = _ready(url or database_url())
     with session_scope(url) as db:
         for path, sha256, summary, stats in datasets:
-            _upsert_dataset(db, path, sha256, summary, stats)
+            _upsert_dataset(db, path, sha256, summary, stats, keep_summary=True)
         run = _run_for_folder(db, folder)
         if run is None:
             run = Run(id=new_id("run-"), source=source, base_model=result.config.model, config={},
@@ -272,7 +290,7 @@ def record_eval(
     data = result.to_dict()
     url = _ready(url or database_url())
     with session_scope(url) as db:
-        _upsert_dataset(db, test_file, test_sha256, summary, None)
+        _upsert_dataset(db, test_file, test_sha256, summary, None, keep_summary=True)
         evaluation = Evaluation(
             id=new_id("eval-"), source=source, test_file=str(test_file), test_sha256=test_sha256,
             n_examples=len(result.models[0].examples) if result.models else 0, metrics=data["metrics"],

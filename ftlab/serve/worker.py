@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from ftlab.config import TrainConfig
 from ftlab.records.db import init_db, session_scope
+from ftlab.records.store import record_run
 from ftlab.records.tables import Checkpoint, Job, RunMetric, new_id, now
 from ftlab.serve.catalog import checkpoint_model_name, fine_tuned_model_name
 from ftlab.serve.files import get_file, register_result_file, stored_path
@@ -311,6 +312,7 @@ class Worker:
             if job.worker_id != self.id:
                 log.warning("job %s was taken over by %s; leaving it alone", job_id, job.worker_id)
                 return
+            ended = result.status == "succeeded" or job.cancel_requested
             if result.status == "cancelled" and job.cancel_requested:
                 job.status, job.finished_at, job.run.status = "cancelled", now(), "cancelled"
                 add_event(db, job, "Fine-tuning job cancelled")
@@ -320,6 +322,11 @@ class Worker:
             else:
                 self._succeed(db, job, result)
             job.worker_id = None
+        if ended:  # complete the run's record: code version, machine, data files with token counts, artefacts
+            try:
+                record_run(result, source="service")
+            except Exception:  # the job itself is done and recorded as such; the extra record is not worth failing
+                log.exception("job %s ended but its run record could not be completed", job_id)
 
     def _succeed(self, db: Session, job: Job, result) -> None:
         run = job.run
