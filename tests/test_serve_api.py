@@ -122,6 +122,27 @@ def test_the_hosted_fine_tuning_script_runs_unchanged(
         client.chat.completions.create(model=job.fine_tuned_model, messages=[{"role": "user", "content": "hi"}])
 
 
+@pytest.mark.bundled
+def test_the_bundled_model_fine_tunes_and_answers(
+    client: openai.OpenAI, uploaded: dict[str, str], bundled_model_dir: Path
+) -> None:
+    job = client.fine_tuning.jobs.create(
+        training_file=uploaded["train"], validation_file=uploaded["valid"], model="smollm2-135m-instruct",
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 5}}},
+        suffix="bundled", seed=7,
+    )  # fmt: skip
+    assert job.seed == 7 and job.hyperparameters.n_epochs == 1
+    job = wait_terminal(client, job.id)
+    assert job.status == "succeeded", job.error
+    assert job.fine_tuned_model.startswith("ft:smollm2-135m-instruct:ftlab:bundled:")
+    ask = [{"role": "system", "content": "Reply with one emoji."}, {"role": "user", "content": "I love this!"}]
+    reply = client.chat.completions.create(model=job.fine_tuned_model, messages=ask, max_tokens=8, temperature=0)
+    assert reply.choices[0].message.content.strip() and reply.usage.prompt_tokens > 10
+    labels = ["😍", "😡"]
+    labelled = client.chat.completions.create(model=job.fine_tuned_model, messages=ask, extra_body={"labels": labels})
+    assert labelled.choices[0].message.content in labels
+
+
 def test_cancel_a_job_and_page_through_jobs(client: openai.OpenAI, uploaded: dict[str, str], tiny_model_dir: Path):
     job = client.fine_tuning.jobs.create(
         training_file=uploaded["train"], model=str(tiny_model_dir), hyperparameters={"n_epochs": 25, "batch_size": 1}
@@ -235,6 +256,7 @@ BAD_INPUTS = [
     ("empty-file", _upload(b""), 400, ["empty"]),
     ("not-jsonl-name", _upload(_lines(GOOD), name="train.csv"), 400, [".jsonl"]),
     ("unknown-purpose", _upload(_lines(GOOD), purpose="finetune"), 400, ["finetune", "purpose"]),
+    ("results-purpose", _upload(_lines(GOOD), purpose="fine-tune-results"), 400, ["fine-tune-results", "purpose"]),
     ("oversize-file", _upload(b"x" * int(MAX_UPLOAD_MB * 1024 * 1024 * 1.5)), 413, ["upload", "limit"]),
     ("unknown-training-file", _job(training_file="file-doesnotexist"), 400, ["training_file", "file-doesnotexist"]),
     ("wrong-purpose-file", _job(training_file=lambda ids: ids["user_data"]), 400, ["purpose", "fine-tune"]),

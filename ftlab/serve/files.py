@@ -96,11 +96,16 @@ def read_training_examples(path: Path, filename: str) -> list[ChatExample]:
 def save_upload(
     db: Session, stream: BinaryIO, *, filename: str | None, purpose: str, max_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
 ) -> FileRecord:
-    """Store an upload (refusing it past `max_bytes` or, for `fine-tune`, if any line is not a valid example)."""
-    if purpose not in UPLOAD_PURPOSES and purpose != RESULTS_PURPOSE:
+    """Store a client's upload (refusing it past `max_bytes` or, for `fine-tune`, if any line is not a valid
+    example)."""
+    if purpose not in UPLOAD_PURPOSES:
         raise bad_request(
             f"'{purpose}' is not one of {list(UPLOAD_PURPOSES)} - 'purpose'", param="purpose", code="invalid_value"
         )
+    return _store(db, stream, filename=filename, purpose=purpose, max_bytes=max_bytes)
+
+
+def _store(db: Session, stream: BinaryIO, *, filename: str | None, purpose: str, max_bytes: int) -> FileRecord:
     name = clean_filename(filename)
     folder = files_dir()
     handle, tmp_name = tempfile.mkstemp(prefix=".upload-", dir=folder)
@@ -158,7 +163,7 @@ def save_upload(
 def register_result_file(db: Session, source: Path, *, filename: str) -> FileRecord:
     """Copy a file the server produced (a job's metrics CSV) into the file store, purpose `fine-tune-results`."""
     with open(source, "rb") as stream:
-        return save_upload(db, stream, filename=filename, purpose=RESULTS_PURPOSE, max_bytes=1 << 62)
+        return _store(db, stream, filename=filename, purpose=RESULTS_PURPOSE, max_bytes=1 << 62)
 
 
 def get_file(db: Session, file_id: str, param: str | None = None) -> FileRecord:
