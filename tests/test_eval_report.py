@@ -12,6 +12,7 @@ from ftlab.evaluate.run import EvalOptions, EvalResult, ModelResult, pairwise_co
 from ftlab.evaluate.specs import ModelSpec
 
 CHROMIUM = Path("/usr/bin/chromium")
+HANG_GUARD_MS = 300_000  # bounds a hang on a loaded machine; nothing here is a timing assertion
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 
@@ -73,6 +74,7 @@ def test_report_renders_in_headless_chromium(result: EvalResult, tmp_path: Path)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(HANG_GUARD_MS)
         page.goto(page_path.as_uri())
         page.wait_for_load_state("load")
         images = page.eval_on_selector_all("img", "els => els.map(e => [e.id, e.complete, e.naturalWidth])")
