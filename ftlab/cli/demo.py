@@ -20,7 +20,7 @@ console = Console()
 DEMO_DATA = Path(__file__).resolve().parents[2] / "examples" / "recipes"
 
 # The demo's settings, chosen by measurement on the shipped data (see README: "What the demo shows").
-DEMO_CONFIG = {"n_epochs": 3, "batch_size": 8, "learning_rate_multiplier": 2.5, "lora_r": 16, "lora_alpha": 32}
+DEMO_CONFIG = {"n_epochs": 5, "batch_size": 8, "learning_rate_multiplier": 2.5, "lora_r": 16, "lora_alpha": 32}
 
 
 def validate_split(path: Path) -> None:
