@@ -115,3 +115,11 @@ def test_cli_estimate_json(tmp_path: Path) -> None:
     assert cost["billed_tokens"] == 3 * (11 * 23 + 16_385) and cost["n_epochs"] == 3
     bad = CliRunner().invoke(app, ["data", "estimate", str(path), "--epochs", "zero", "--no-local"])
     assert bad.exit_code == 2 and "--epochs" in bad.output
+
+
+def test_cli_estimate_with_a_local_model_name(tmp_path: Path, tiny_model_dir: Path) -> None:
+    path = write_jsonl(tmp_path / "train.jsonl", [SMALL] * 12)
+    result = CliRunner().invoke(app, ["data", "estimate", str(path), "--model", str(tiny_model_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["openai"] == [] and data["local"]["model"] == str(tiny_model_dir) and data["local"]["n_epochs"] == 8

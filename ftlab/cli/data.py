@@ -206,7 +206,10 @@ def stats(
 def estimate(
     file: Path = typer.Argument(..., help="chat JSONL file"),
     model: list[str] = typer.Option(
-        None, "--model", "-m", help="OpenAI model to price (repeatable; default: every model in the price table)"
+        None,
+        "--model",
+        "-m",
+        help="OpenAI model to price, or a local model to time (repeatable; default: every priced model + bundled)",
     ),
     epochs: str = typer.Option("auto", "--epochs", help="number of epochs, or 'auto' (the cookbook rule)"),
     local_model: str = typer.Option(BUNDLED_MODEL, "--local-model", help="local model to time training for"),
@@ -217,18 +220,22 @@ def estimate(
     as_json: bool = typer.Option(False, "--json", help="print the estimate as JSON"),
 ) -> None:
     """Billed tokens and cost for OpenAI fine-tuning (dated price table), and time to train locally here."""
-    from ftlab.data.estimate import PRICES_AS_OF, PRICES_SOURCE, estimate_file
+    from ftlab.data.estimate import PRICES_AS_OF, PRICES_SOURCE, estimate_file, openai_model
 
     n_epochs: int | str = epochs
     if epochs != "auto":
         if not epochs.isdigit() or int(epochs) < 1:
             _fail(f"--epochs must be a positive number or 'auto', got {epochs!r}")
         n_epochs = int(epochs)
-    local = None if no_local else local_model
+    openai_models = [m for m in model or [] if openai_model(m) is not None]
+    local_models = [m for m in model or [] if openai_model(m) is None]
+    if len(local_models) > 1:
+        _fail(f"one local model at a time (got {', '.join(local_models)}); OpenAI names are priced, others timed")
+    local = None if no_local else (local_models[0] if local_models else local_model)
     try:
         if local:
             err.print(f"calibrating {local} training throughput on this machine (cached after the first time)…")
-        result = estimate_file(file, model or None, n_epochs, local_model=local, method=method,
+        result = estimate_file(file, openai_models if model else None, n_epochs, local_model=local, method=method,
                                max_length=max_length, refresh=recalibrate)
     except (DataError, LookupError, ValueError, OSError) as exc:
         _fail(str(exc))
