@@ -94,7 +94,7 @@ class Server:
             self.process.wait()
 
     def client(self, api_key: str = "not-needed-on-loopback") -> OpenAI:
-        return OpenAI(base_url=self.base_url, api_key=api_key, max_retries=0, timeout=300)
+        return OpenAI(base_url=self.base_url, api_key=api_key, max_retries=0, timeout=1800)  # a hang guard only
 
 
 def write_jsonl(path: Path, rows: list) -> Path:

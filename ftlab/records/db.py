@@ -105,5 +105,7 @@ def init_db(url: str | None = None) -> None:
         if MigrationContext.configure(connection).get_current_revision() == head:
             return
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":  # SQLite's BEGIN IMMEDIATE already serialises migrators
+            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7305)")
         config.attributes["connection"] = connection
         command.upgrade(config, "head")

