@@ -26,19 +26,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from ftlab.config import BUNDLED_MODEL, TrainConfig  # noqa: E402
+from ftlab.config import BUNDLED_MODEL  # noqa: E402
 from ftlab.data.schema import read_examples, template_messages  # noqa: E402
-from ftlab.models import best_precision, default_device, load_tokenizer, resolve_model, set_threads  # noqa: E402
-from ftlab.train.recipe import (  # noqa: E402
-    LabelledLMLoss,
-    autocast,
-    collate,
-    length_grouped_batches,
-    make_optimizer,
-    prepare_model,
-    seed_everything,
-)
-from ftlab.train.tokenize import tokenize_example  # noqa: E402
+from ftlab.models import load_tokenizer, resolve_model, set_threads  # noqa: E402
+from ftlab.train.recipe import measure_throughput  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / "examples" / "recipes" / "train.jsonl"
 LORA = {"lora_r": 16, "lora_alpha": 32}
@@ -55,33 +46,17 @@ def matmul_roofline(size: int = 2048, repeats: int = 10) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - start)
 
 
-def ftlab_tokens_per_second(examples, steps: int, batch_size: int) -> tuple[float, int]:
-    """ftlab's training step (the recipe's own pieces), timed after one warm-up step."""
-    config = TrainConfig(model=BUNDLED_MODEL, batch_size=batch_size, **LORA).resolve(len(examples))
-    tokenizer = load_tokenizer(BUNDLED_MODEL)
-    items = [tokenize_example(tokenizer, e) for e in examples]
-    device = default_device()
-    precision = best_precision(device)
-    seed_everything(0)
-    model = prepare_model(config, device, precision)
-    loss_module = LabelledLMLoss(model).train()
-    optimizer = make_optimizer(model, config)
-    batches = length_grouped_batches([len(i.input_ids) for i in items], batch_size, 0, 0)
-    tokens, elapsed = 0, 0.0
-    for n in range(steps + 1):
-        batch = collate([items[i] for i in batches[n % len(batches)]], tokenizer.pad_token_id, device)
-        start = time.perf_counter()
-        with autocast(device, precision):
-            loss_sum, _, count = loss_module(**batch)
-        (loss_sum / count).backward()
-        torch.nn.utils.clip_grad_norm_(loss_module.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if n > 0:
-            elapsed += time.perf_counter() - start
-            tokens += int(batch["attention_mask"].sum())
-    n_params = sum(p.numel() for p in model.parameters())
-    return tokens / elapsed, n_params
+def ftlab_tokens_per_second(examples, steps: int, batch_size: int) -> float:
+    """ftlab's training step, exactly as the recipe runs it (the calibration `data estimate` uses too)."""
+    return measure_throughput(BUNDLED_MODEL, examples, batch_size=batch_size, steps=steps)
+
+
+def parameter_count() -> int:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(resolve_model(BUNDLED_MODEL))
+    with torch.device("meta"):
+        return sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
 
 
 def trl_tokens_per_second(examples, steps: int, batch_size: int, out: Path) -> float:
@@ -137,11 +112,10 @@ def main() -> None:
     set_threads()
     examples = read_examples(DATA)
     ftlab_runs, trl_runs, roofs = [], [], []
-    n_params = 0
+    n_params = parameter_count()
     for round_ in range(args.rounds):
         roofs.append(matmul_roofline())
-        speed, n_params = ftlab_tokens_per_second(examples, args.steps, args.batch_size)
-        ftlab_runs.append(speed)
+        ftlab_runs.append(ftlab_tokens_per_second(examples, args.steps, args.batch_size))
         trl_runs.append(trl_tokens_per_second(examples, args.steps, args.batch_size, Path(f"/tmp/ftlab-trl-{round_}")))
         print(f"round {round_ + 1}: ftlab {ftlab_runs[-1]:.0f} tok/s, TRL {trl_runs[-1]:.0f} tok/s, "
               f"bf16 matmul {roofs[-1] / 1e9:.0f} GFLOP/s", flush=True)

@@ -45,6 +45,13 @@ class StopOnStrings(StoppingCriteria):
         return torch.tensor([any(stop in text for stop in self.stops) for text in texts], device=input_ids.device)
 
 
+def as_processor_list(processor: Any) -> LogitsProcessorList | None:
+    """transformers wants a LogitsProcessorList; callers may pass one processor."""
+    if processor is None or isinstance(processor, LogitsProcessorList):
+        return processor
+    return LogitsProcessorList([processor])
+
+
 def inference_precision(device: torch.device) -> Precision:
     """bf16 weights where the hardware has bf16 (half the memory traffic per token), else fp32."""
     base = best_precision(device)
@@ -138,14 +145,11 @@ class ChatModel:
         pad = self.tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
         attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
-        processors = logits_processor
-        if processors is not None and not isinstance(processors, LogitsProcessorList):
-            processors = LogitsProcessorList([processors])
         output = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention,
             generation_config=config,
-            logits_processor=processors,
+            logits_processor=as_processor_list(logits_processor),
             stopping_criteria=[StopOnStrings(self.tokenizer, stop, width)] if stop else None,
         )
         for prompt, row in zip(prompts, output[:, width:].tolist(), strict=True):
@@ -184,9 +188,7 @@ class ChatModel:
         prompt = self.prompt_ids(messages)
         config = self._generation_config(max_new_tokens, temperature, top_p)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        processors = logits_processor
-        if processors is not None and not isinstance(processors, LogitsProcessorList):
-            processors = LogitsProcessorList([processors])
+        processors = as_processor_list(logits_processor)
         inputs = torch.tensor([prompt], device=self.device)
 
         def run() -> None:

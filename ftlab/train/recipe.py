@@ -559,6 +559,7 @@ def measure_throughput(model: str, examples: list[ChatExample], batch_size: int 
         with autocast(device, precision):
             loss_sum, _, count = loss_module(**batch)
         (loss_sum / count).backward()
+        torch.nn.utils.clip_grad_norm_(loss_module.parameters(), config.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if n > 0:
