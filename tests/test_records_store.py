@@ -232,9 +232,9 @@ def test_two_processes_record_into_one_sqlite_file_at_once(two_runs, tmp_path: P
     names = [[f"copy-{w}-{i}" for i in range(8)] for w in range(2)]
     for name in names[0] + names[1]:
         shutil.copytree(first.output_dir, first.output_dir.parent / name, dirs_exist_ok=True)
-    # fork: the writers start at once with ftlab already imported (a spawned process spends its time importing
-    # torch for TrainResult); each opens its own connection to the file, as two workers would.
-    context = multiprocessing.get_context("fork")
+    # spawn, not fork: forking a parent whose torch/OpenMP threads are running can deadlock the child (seen
+    # here). Each writer opens its own connection to the file, as two workers would; `start` lines them up.
+    context = multiprocessing.get_context("spawn")
     start, out = context.Event(), context.Queue()
     writers = [context.Process(target=_record_copies, args=(url, first.output_dir, n, start, out)) for n in names]
     for writer in writers:
