@@ -53,6 +53,13 @@ class Checkpoint:
     path: Path
     metrics: dict[str, float | None] = field(default_factory=dict)
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "epoch": self.epoch, "path": str(self.path), "metrics": self.metrics}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Checkpoint:
+        return cls(data["step"], data["epoch"], Path(data["path"]), data["metrics"])
+
 
 @dataclass
 class TrainResult:
@@ -399,7 +406,7 @@ def train(
         scheduler.load_state_dict(state["scheduler"])
         rows, evals, trained_tokens = state["rows"], state["evals"], state["trained_tokens"]
         start_epoch, step = state["epoch"], state["step"]
-        checkpoints = [Checkpoint(c["step"], c["epoch"], Path(c["path"]), c["metrics"]) for c in state["checkpoints"]]
+        checkpoints = [Checkpoint.from_dict(c) for c in state["checkpoints"]]
         random.setstate(state["rng"]["python"])
         np.random.set_state(state["rng"]["numpy"])
         torch.set_rng_state(state["rng"]["torch"])
@@ -478,8 +485,7 @@ def train(
             state = {
                 "epoch": epoch + 1, "step": step, "rows": rows, "evals": evals, "trained_tokens": trained_tokens,
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "checkpoints": [{"step": c.step, "epoch": c.epoch, "path": str(c.path), "metrics": c.metrics}
-                                for c in checkpoints],
+                "checkpoints": [c.to_dict() for c in checkpoints],
                 "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
                         "torch": torch.get_rng_state()},
             }
@@ -510,8 +516,7 @@ def train(
             "status": status, "finished_at": datetime.now(UTC).isoformat(), "trained_tokens": trained_tokens,
             "steps_done": step, "stopped_early": stopped_early,
             "best_checkpoint": str(best.path) if best else None,
-            "checkpoints": [{"step": c.step, "epoch": c.epoch, "path": str(c.path), "metrics": c.metrics}
-                            for c in checkpoints],
+            "checkpoints": [c.to_dict() for c in checkpoints],
         })
         (output_dir / "config.json").write_text(json.dumps(record, indent=2))
     emit(TrainEvent("message", "The job has successfully completed" if status == "succeeded"
