@@ -167,8 +167,8 @@ def test_other_methods_train(tiny_model_dir: Path, data, tmp_path: Path, method:
 
 
 def test_loraplus_and_early_stopping(tiny_model_dir: Path, data, tmp_path: Path) -> None:
-    # A learning rate this large makes validation loss worsen quickly; patience 1 stops the run.
-    config = tiny_config(tiny_model_dir, n_epochs=6, learning_rate_multiplier=2000.0, loraplus_lr_ratio=16,
+    # A learning rate this large makes validation loss worsen at once; patience 1 stops the run.
+    config = tiny_config(tiny_model_dir, n_epochs=6, learning_rate_multiplier=20000.0, loraplus_lr_ratio=16,
                          early_stopping_patience=1)
     result = train(config, *data, tmp_path / "es", progress=False)
     assert result.stopped_early and len(result.checkpoints) < 6

@@ -352,7 +352,7 @@ def train(
     config = config.resolve(len(train_examples))
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no")
     device = accelerator.device if torch.cuda.is_available() else default_device()
-    precision = best_precision(device, config.precision, config.attention)
+    precision = best_precision(device, config.precision, config.attention, frozen_base=config.method != "full")
     steps_per_epoch = math.ceil(len(train_items) / config.batch_size / accelerator.num_processes)
     total_steps = steps_per_epoch * int(config.n_epochs)
     dataset_sha256 = {"train": file_sha256(train_file)}
@@ -545,23 +545,23 @@ def load_trainable_weights(model: nn.Module, folder: Path, config: TrainConfig) 
 
 
 def measure_throughput(model: str, examples: list[ChatExample], batch_size: int = 8, steps: int = 4,
-                       method: str = "lora") -> float:
+                       method: str = "lora", precision: str = "auto") -> float:
     """Training tokens per second of this recipe on this machine (a short calibration run, first step unmeasured)."""
-    config = TrainConfig(model=model, method=method, batch_size=batch_size)
+    config = TrainConfig(model=model, method=method, batch_size=batch_size, precision=precision)
     set_threads()
     tokenizer = load_tokenizer(model)
     items = [tokenize_example(tokenizer, e, config.max_length) for e in examples]
     device = default_device()
-    precision = best_precision(device)
+    settings = best_precision(device, config.precision, config.attention, frozen_base=method != "full")
     seed_everything(0)
-    loss_module = LabelledLMLoss(prepare_model(config, device, precision)).train()
+    loss_module = LabelledLMLoss(prepare_model(config, device, settings)).train()
     optimizer = make_optimizer(loss_module.model, config.resolve(len(items)))
     batches = length_grouped_batches([len(i.input_ids) for i in items], batch_size, 0, 0)
     tokens, elapsed = 0, 0.0
     for n in range(steps + 1):
         batch = collate([items[i] for i in batches[n % len(batches)]], tokenizer.pad_token_id, device)
         start = time.perf_counter()
-        with autocast(device, precision):
+        with autocast(device, settings):
             loss_sum, _, count = loss_module(**batch)
         (loss_sum / count).backward()
         torch.nn.utils.clip_grad_norm_(loss_module.parameters(), config.max_grad_norm)
