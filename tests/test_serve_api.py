@@ -20,7 +20,9 @@ MAX_UPLOAD_MB = 0.25
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    server = Server(tmp_path_factory.mktemp("serve-home"), "--max-upload-mb", str(MAX_UPLOAD_MB)).start()
+    home = tmp_path_factory.mktemp("serve-home")
+    mlflow_uri = f"sqlite:///{home / 'mlflow.db'}"  # the operator's MLflow: jobs may export to it
+    server = Server(home, "--max-upload-mb", str(MAX_UPLOAD_MB), env={"MLFLOW_TRACKING_URI": mlflow_uri}).start()
     yield server
     server.stop()
 
@@ -157,6 +159,29 @@ def test_cancel_a_job_and_page_through_jobs(client: openai.OpenAI, uploaded: dic
     assert job.id not in [j.id for j in client.fine_tuning.jobs.list(metadata={"task": "emoji"})]
 
 
+def test_a_job_with_an_mlflow_integration_is_exported_when_it_ends(
+    server: Server, client: openai.OpenAI, uploaded: dict[str, str], tiny_model_dir: Path
+) -> None:
+    mlflow = pytest.importorskip("mlflow", reason="the optional MLflow client (pip install 'ftlab[mlflow]')")
+    job = client.fine_tuning.jobs.create(
+        training_file=uploaded["train"], model=str(tiny_model_dir), hyperparameters={"n_epochs": 1, "batch_size": 5},
+        integrations=[{"type": "mlflow", "mlflow": {"experiment_name": "jobs"}}],
+    )  # fmt: skip
+    uri = server.env["MLFLOW_TRACKING_URI"]
+    assert job.to_dict()["integrations"] == [
+        {"type": "mlflow", "mlflow": {"tracking_uri": uri, "experiment_name": "jobs"}}
+    ]
+    assert wait_terminal(client, job.id).status == "succeeded"
+    events = wait_for(lambda: [e.message for e in client.fine_tuning.jobs.list_events(job.id).data
+                               if "MLflow" in e.message])  # fmt: skip
+    assert events[0].startswith("Exported to MLflow: run "), events
+    mlflow_client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    (mlrun,) = mlflow_client.search_runs([mlflow_client.get_experiment_by_name("jobs").experiment_id])
+    assert mlrun.info.run_id in events[0] and mlrun.info.status == "FINISHED"
+    assert mlrun.data.params["n_epochs"] == "1" and mlrun.data.tags["ftlab.source"] == "service"
+    assert [m.step for m in mlflow_client.get_metric_history(mlrun.info.run_id, "train_loss")] == [1, 2]
+
+
 def test_curl_multipart_upload_and_file_endpoints(server: Server, data: dict[str, Path]) -> None:
     curl = shutil.which("curl")
     if curl is None:
@@ -274,6 +299,10 @@ BAD_INPUTS = [
     ("long-suffix", _job(suffix="x" * 65), 400, ["suffix"]),
     ("unknown-argument", _job(extra_body={"warmup": 3}), 400, ["Unrecognized request argument", "warmup"]),
     ("metadata-17-keys", _job(metadata={f"k{i}": "v" for i in range(17)}), 400, ["metadata", "16"]),
+    ("wandb-integration", _job(integrations=[{"type": "wandb", "wandb": {"project": "p"}}]), 400,
+     ["integrations[0].type", "wandb", "mlflow"]),
+    ("mlflow-local-path", _job(integrations=[{"type": "mlflow", "mlflow": {"tracking_uri": "file:///etc/mlruns"}}]),
+     400, ["integrations[0].mlflow.tracking_uri", "http(s)"]),
     ("unknown-job", lambda c, _i, _m: c.fine_tuning.jobs.retrieve("ftjob-nope"), 404, ["ftjob-nope"]),
     ("unknown-job-events", lambda c, _i, _m: c.fine_tuning.jobs.list_events("ftjob-nope"), 404, ["ftjob-nope"]),
     ("unknown-file", lambda c, _i, _m: c.files.retrieve("file-nope"), 404, ["file-nope"]),

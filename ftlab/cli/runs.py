@@ -184,3 +184,28 @@ def diff_command(
         # sha256s are shown in full here: a diff must show exactly what changed.
         before, after = "-" if x is None else x, "-" if y is None else y
         console.print(f"{section}.{name}: [red]{before}[/] → [green]{after}[/]", highlight=False, soft_wrap=True)
+
+
+@runs_app.command("export")
+def export_command(
+    runs: Annotated[list[str], typer.Argument(help="Runs to export (id or unique prefix, job id, run folder).")],
+    mlflow: Annotated[str, typer.Option(help="MLflow tracking URI: a server URL, sqlite:///mlflow.db, a folder.")],
+    experiment: Annotated[str, typer.Option(help="MLflow experiment (created if missing).")] = "ftlab",
+) -> None:
+    """Copy recorded runs to MLflow: params, per-step metrics, tags, config/metrics/plot and the final adapter.
+
+    Exporting a run again completes its MLflow run instead of creating a second one."""
+    from ftlab.records.export import ExportError, export_run
+
+    db, found = _open(runs)  # every name is checked before anything is exported
+    ids = [run.id for run in found]
+    db.close()
+    for run_id in ids:
+        try:
+            exported = export_run(run_id, mlflow, experiment)
+        except ExportError as exc:
+            console.print(f"[red]error:[/] {run_id}: {exc}")
+            raise typer.Exit(1) from None
+        verb = "exported as" if exported.created else "already in MLflow, completed:"
+        console.print(f"{run_id}: {verb} run {exported.mlflow_run_id} in experiment '{exported.experiment}'",
+                      soft_wrap=True)

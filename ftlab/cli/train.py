@@ -78,6 +78,11 @@ def train_command(
     print_mask_n: Annotated[
         int, typer.Option("--print-mask", help="Show the trained tokens of the first N examples, then train.")
     ] = 0,
+    mlflow: Annotated[
+        str | None,
+        typer.Option(help="Also export the run to MLflow at this tracking URI (server URL, sqlite:///…, folder)."),
+    ] = None,
+    mlflow_experiment: Annotated[str, typer.Option(help="MLflow experiment for --mlflow.")] = "ftlab",
 ) -> None:
     """Fine-tune a chat model on a chat JSONL file (LoRA by default) and write a run folder."""
     from ftlab.train.recipe import train
@@ -103,11 +108,24 @@ def train_command(
         fail(f"--{flag}: {problem['msg'].removeprefix('Value error, ')}")
     if resume and output is None:
         fail("--resume needs --output (the run folder to continue)")
+    if mlflow:
+        from ftlab.records.export import ExportError, export_run, mlflow_client
+
+        try:
+            mlflow_client(mlflow)  # a missing MLflow client is reported before any compute is spent
+        except ExportError as exc:
+            fail(str(exc))
+    from ftlab.records.store import RunRecorder, record_run
+    from ftlab.train.recipe import new_run_dir
+
+    output = output or new_run_dir()
+    recorder = RunRecorder(output, warn=lambda message: err.print(f"[bold yellow]warning:[/] {message}"))
     try:
         if print_mask_n:
             print_mask(config, train_file, print_mask_n)
 
         def show(event) -> None:
+            recorder.on_event(event)  # live in the records: `ftlab serve` draws the loss curve as it falls
             if event.type == "warning":
                 err.print(f"[bold yellow]warning:[/] {event.message}")
             elif event.type in ("message", "checkpoint"):
@@ -116,9 +134,22 @@ def train_command(
         result = train(config, train_file, validation, output, on_event=show, resume=resume)
     except (DataError, ModelNotFound) as exc:
         fail(str(exc))
-    from ftlab.records.store import record_run
-
-    console.print(f"Recorded as run {record_run(result)} (`ftlab runs show` it)")
+    except KeyboardInterrupt:
+        recorder.fail("cancelled", "interrupted (Ctrl-C); continue with --resume")
+        err.print(f"interrupted: continue with `ftlab train … --output {output} --resume`")
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        recorder.fail("failed", f"{type(exc).__name__}: {exc}")
+        raise
+    run_id = record_run(result)
+    console.print(f"Recorded as run {run_id} (`ftlab runs show` it)")
+    if mlflow:
+        try:
+            exported = export_run(run_id, mlflow, mlflow_experiment)
+            console.print(f"Exported to MLflow: run {exported.mlflow_run_id} in experiment "
+                          f"'{exported.experiment}' at {exported.tracking_uri}", soft_wrap=True)  # fmt: skip
+        except ExportError as exc:  # the run itself is done and recorded; only the copy failed
+            err.print(f"[bold yellow]warning:[/] {exc} (retry with `ftlab runs export {run_id} --mlflow {mlflow}`)")
     c = result.config
     console.print(
         f"\n[bold]Run folder:[/] {result.output_dir}\n"

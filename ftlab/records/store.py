@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import platform
 import subprocess
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
 from functools import cache
 from pathlib import Path
@@ -183,6 +185,96 @@ def _run_for_folder(db: Session, folder: Path) -> Run | None:
     return db.scalar(select(Run).where(Run.output_dir.in_({str(folder), str(folder.resolve())})))
 
 
+def add_metric_row(db: Session, run_pk: int, data: dict[str, Any]) -> None:
+    """One metrics row as the recipe emits it. Rows at or past its step are from an attempt that was cut
+    short and resumed from an earlier checkpoint: they are replaced, so the curve never doubles back."""
+    step = int(data["step"])
+    db.execute(delete(RunMetric).where(RunMetric.run_pk == run_pk, RunMetric.step >= step))
+    db.add(RunMetric(run_pk=run_pk, step=step, total_steps=data.get("total_steps"), epoch=data.get("epoch"),
+                     data=data, **{k: data.get(k) for k in METRIC_FIELDS}))  # fmt: skip
+
+
+def add_checkpoint_row(
+    db: Session, run_pk: int, data: dict[str, Any], *, job_pk: int | None = None, model_name: str | None = None,
+    metrics: dict[str, Any] | None = None,
+) -> bool:
+    """A checkpoint event's row (once per step); False when that step's checkpoint was already recorded."""
+    step = int(data["step"])
+    if db.scalar(select(Checkpoint.pk).where(Checkpoint.run_pk == run_pk, Checkpoint.step == step)) is not None:
+        return False
+    db.add(Checkpoint(id=new_id("ftckpt-"), run_pk=run_pk, job_pk=job_pk, step=step, epoch=data.get("epoch"),
+                      path=str(data["path"]), metrics={**(metrics or {}), **data.get("metrics", {})},
+                      model_name=model_name))  # fmt: skip
+    return True
+
+
+class RunRecorder:
+    """Records a training run while it trains, so `ftlab serve`'s dashboard draws its loss curve live.
+
+    Pass `on_event` to `train()`: the run appears (status `running`) once the recipe has written the folder's
+    config.json, then each metrics row and checkpoint as the recipe emits it; `record_run` completes the record
+    at the end. A database that cannot be written is reported once through `warn` and never stops training.
+    """
+
+    def __init__(self, output_dir: str | Path, source: str = "cli", *, url: str | None = None,
+                 warn: Callable[[str], None] | None = None) -> None:  # fmt: skip
+        self.folder = Path(output_dir).resolve()
+        self.source = source
+        self.url = url
+        self.warn = warn or (lambda message: None)
+        self.run_pk: int | None = None
+        self.failed = False
+
+    def on_event(self, event: Any) -> None:
+        if self.failed:
+            return
+        try:
+            self._write(event)
+        except Exception as exc:  # the records are a convenience; the run folder is the source of truth
+            self.failed = True
+            self.warn(f"not recording this run live ({type(exc).__name__}: {exc}); it is recorded at the end")
+
+    def _write(self, event: Any) -> None:
+        if self.run_pk is None and not (self.folder / "config.json").exists():
+            return  # nothing to record before the recipe has resolved and written its settings
+        self.url = _ready(self.url or database_url())
+        with session_scope(self.url) as db:
+            if self.run_pk is None:
+                self.run_pk = self._start(db)
+            if event.type == "metrics":
+                add_metric_row(db, self.run_pk, {k: v for k, v in event.data.items() if v is not None})
+            elif event.type == "checkpoint":
+                add_checkpoint_row(db, self.run_pk, event.data)
+
+    def _start(self, db: Session) -> int:
+        info = json.loads((self.folder / "config.json").read_text())
+        config = info["config"]
+        run = _run_for_folder(db, self.folder)  # a resumed run continues its record
+        if run is None:
+            run = Run(id=new_id("run-"), source=self.source, base_model=config["model"], config=config,
+                      output_dir=str(self.folder))  # fmt: skip
+            db.add(run)
+        run.status, run.finished_at, run.error = "running", None, None
+        run.config, run.dataset_sha256 = config, info.get("dataset_sha256", {})
+        run.code_version = code_version()
+        run.machine = {**info.get("machine", {}), "hostname": platform.node(), "pid": os.getpid()}
+        run.started_at = run.started_at or _timestamp(info.get("started_at")) or now()
+        run.artifacts = {
+            **(run.artifacts or {}), "config_json": str(self.folder / "config.json"),
+            "total_steps": info.get("total_steps"), "learning_rate": info.get("learning_rate"),
+        }  # fmt: skip
+        db.flush()
+        return run.pk
+
+    def fail(self, status: str, error: str | None = None) -> None:
+        """Mark the run as ended without a result (interrupted, or failed with `error`)."""
+        if self.run_pk is None or self.failed:
+            return
+        with session_scope(self.url) as db:
+            run = db.get(Run, self.run_pk)
+            run.status, run.error, run.finished_at = status, error, now()
+
+
 def record_run(result: TrainResult, source: str = "cli", *, url: str | None = None) -> str:
     """Record a finished (or cancelled) training run and return its id.
 
@@ -239,11 +331,8 @@ def record_run(result: TrainResult, source: str = "cli", *, url: str | None = No
             "total_steps": info.get("total_steps"),
         }
         _record_metrics(db, run, rows)
-        known = set(db.scalars(select(Checkpoint.step).where(Checkpoint.run_pk == run.pk)))
         for checkpoint in result.checkpoints:
-            if checkpoint.step not in known:
-                db.add(Checkpoint(id=new_id("ftckpt-"), run_pk=run.pk, step=checkpoint.step, epoch=checkpoint.epoch,
-                                  path=str(checkpoint.path), metrics=dict(checkpoint.metrics)))  # fmt: skip
+            add_checkpoint_row(db, run.pk, checkpoint.to_dict())
         return run.id
 
 

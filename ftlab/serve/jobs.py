@@ -3,6 +3,8 @@ view of a job, its events and checkpoints, and cancellation. Training itself hap
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import secrets
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,44 @@ def _check_metadata(metadata: dict[str, str] | None) -> None:
             raise bad_request(f"metadata key '{key[:20]}…' is longer than {METADATA_MAX_KEY} characters", "metadata")
         if len(value) > METADATA_MAX_VALUE:
             raise bad_request(f"metadata['{key}'] is longer than {METADATA_MAX_VALUE} characters", "metadata")
+
+
+def _integrations(integrations: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """Check a job's `integrations` (OpenAI's shape, `{"type": …, "<type>": {…}}`) and fill in defaults.
+
+    ftlab exports to MLflow: `{"type": "mlflow", "mlflow": {"tracking_uri": …, "experiment_name": …}}`. The
+    tracking URI must be an http(s) server or the one this server is configured with (`MLFLOW_TRACKING_URI`,
+    also the default): a caller may not have the server write files at a path of its choosing.
+    """
+    if not integrations:
+        return None
+    checked = []
+    for i, item in enumerate(integrations):
+        param = f"integrations[{i}]"
+        kind = item.get("type")
+        if kind != "mlflow":
+            raise bad_request(f"{param}.type '{kind}' is not supported: this server exports runs to MLflow "
+                              "(type 'mlflow'); Weights & Biases is not reachable from it",
+                              f"{param}.type")  # fmt: skip
+        options = item.get("mlflow") or {}
+        unknown = set(options) - {"tracking_uri", "experiment_name"}
+        if not isinstance(options, dict) or unknown:
+            raise bad_request(f"{param}.mlflow takes tracking_uri and experiment_name (got {sorted(unknown)})",
+                              f"{param}.mlflow")  # fmt: skip
+        configured = os.environ.get("MLFLOW_TRACKING_URI")
+        uri = options.get("tracking_uri") or configured
+        if not uri:
+            raise bad_request(f"{param}.mlflow.tracking_uri is required (this server has no MLFLOW_TRACKING_URI)",
+                              f"{param}.mlflow.tracking_uri")  # fmt: skip
+        if uri != configured and not uri.startswith(("http://", "https://")):
+            raise bad_request(f"{param}.mlflow.tracking_uri must be an http(s) MLflow server (or this server's "
+                              "own MLFLOW_TRACKING_URI)", f"{param}.mlflow.tracking_uri")  # fmt: skip
+        if importlib.util.find_spec("mlflow") is None:
+            raise bad_request("this server has no MLflow client: install 'ftlab[mlflow]' where the workers run",
+                              f"{param}.type")  # fmt: skip
+        experiment = options.get("experiment_name") or "ftlab"
+        checked.append({"type": "mlflow", "mlflow": {"tracking_uri": uri, "experiment_name": experiment}})
+    return checked
 
 
 def _train_config(request: JobCreate, seed: int) -> tuple[TrainConfig, str]:
@@ -119,8 +159,7 @@ def create_job(db: Session, request: JobCreate) -> Job:
             param="model",
             code="model_not_available",
         )
-    if request.integrations:
-        raise bad_request("integrations are not supported by this server", param="integrations")
+    integrations = _integrations(request.integrations)
     _check_metadata(request.metadata)
     seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
     config, _ = _train_config(request, seed)
@@ -164,6 +203,7 @@ def create_job(db: Session, request: JobCreate) -> Job:
         seed=seed,
         suffix=request.suffix,
         metadata_=request.metadata,
+        integrations=integrations,
         organization_id=catalog.ORGANIZATION_ID,
         status="validating_files",
         run_pk=run.pk,
@@ -180,7 +220,8 @@ def create_job(db: Session, request: JobCreate) -> Job:
 
 
 def to_openai(job: Job) -> FineTuningJob:
-    return FineTuningJob.model_validate(
+    """The job in OpenAI's shape (validated by the openai package's own model)."""
+    data = FineTuningJob.model_validate(
         {
             "id": job.id,
             "created_at": job.created_at,
@@ -198,12 +239,14 @@ def to_openai(job: Job) -> FineTuningJob:
             "training_file": job.training_file,
             "validation_file": job.validation_file,
             "estimated_finish": job.estimated_finish if job.status == "running" else None,
-            "integrations": job.integrations,
             "metadata": job.metadata_,
             "method": job.method,
             "suffix": job.suffix,  # not in openai's model, but OpenAI's API returns it
         }
     )
+    # openai's model knows only wandb integrations; ftlab's are the same shape with type "mlflow".
+    data.integrations = job.integrations
+    return data
 
 
 def get_job(db: Session, job_id: str) -> Job:

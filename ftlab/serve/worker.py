@@ -24,8 +24,8 @@ from sqlalchemy.orm import Session
 
 from ftlab.config import TrainConfig
 from ftlab.records.db import init_db, session_scope
-from ftlab.records.store import record_run
-from ftlab.records.tables import Checkpoint, Job, RunMetric, new_id, now
+from ftlab.records.store import add_checkpoint_row, add_metric_row, record_run
+from ftlab.records.tables import Checkpoint, Job, RunMetric, now
 from ftlab.serve.catalog import checkpoint_model_name, fine_tuned_model_name
 from ftlab.serve.files import get_file, register_result_file, stored_path
 from ftlab.serve.jobs import add_event
@@ -135,38 +135,12 @@ class JobRecorder:
                 data = {k: v for k, v in event.data.items() if v is not None}
                 self.last_metrics = data
                 add_event(db, job, event.message, type="metrics", data=data)
-                db.add(
-                    RunMetric(
-                        run_pk=job.run_pk,
-                        step=int(data["step"]),
-                        total_steps=data.get("total_steps"),
-                        epoch=data.get("epoch"),
-                        train_loss=data.get("train_loss"),
-                        train_mean_token_accuracy=data.get("train_mean_token_accuracy"),
-                        valid_loss=data.get("valid_loss"),
-                        valid_mean_token_accuracy=data.get("valid_mean_token_accuracy"),
-                        data=data,
-                    )
-                )
+                add_metric_row(db, job.run_pk, data)
                 self._estimate_finish(job, data)
             elif event.type == "checkpoint":
                 step = int(event.data["step"])
-                exists = db.scalar(
-                    select(Checkpoint.pk).where(Checkpoint.run_pk == job.run_pk, Checkpoint.step == step)
-                )
-                if exists is None:
-                    db.add(
-                        Checkpoint(
-                            id=new_id("ftckpt-"),
-                            run_pk=job.run_pk,
-                            job_pk=job.pk,
-                            step=step,
-                            epoch=event.data.get("epoch"),
-                            path=str(event.data["path"]),
-                            metrics={**self.last_metrics, **event.data.get("metrics", {})},
-                            model_name=checkpoint_model_name(job, step),
-                        )
-                    )
+                add_checkpoint_row(db, job.run_pk, event.data, job_pk=job.pk, metrics=self.last_metrics,
+                                   model_name=checkpoint_model_name(job, step))  # fmt: skip
                 public = {k: v for k, v in event.data.items() if k != "path"}  # server paths stay private
                 add_event(db, job, event.message or f"Checkpoint created at step {step}", data=public)
             elif "status" not in event.data:  # the recipe's own closing line: the worker writes the job's
@@ -303,6 +277,7 @@ class Worker:
                     job.error = {"code": "training_failed", "message": message, "param": None}
                     job.run.status, job.run.finished_at, job.run.error = "failed", now(), message
                     add_event(db, job, message, level="error")
+            self._export(job_pk)
             return
         finally:
             done.set()
@@ -327,6 +302,27 @@ class Worker:
                 record_run(result, source="service")
             except Exception:  # the job itself is done and recorded as such; the extra record is not worth failing
                 log.exception("job %s ended but its run record could not be completed", job_id)
+            self._export(job_pk)
+
+    def _export(self, job_pk: int) -> None:
+        """Copy the ended job's run to the job's MLflow integrations; the outcome is a job event either way."""
+        with session_scope() as db:
+            job = db.get(Job, job_pk)
+            integrations, run_id = list(job.integrations or []), job.run.id
+        if not integrations:
+            return
+        from ftlab.records.export import ExportError, export_run
+
+        for integration in integrations:
+            options = integration["mlflow"]
+            try:
+                exported = export_run(run_id, options["tracking_uri"], options["experiment_name"])
+                message, level = (f"Exported to MLflow: run {exported.mlflow_run_id} in experiment "
+                                  f"'{exported.experiment}'"), "info"  # fmt: skip
+            except ExportError as exc:
+                message, level = f"MLflow export failed: {exc}", "warn"
+            with session_scope() as db:
+                add_event(db, db.get(Job, job_pk), message, level=level)
 
     def _succeed(self, db: Session, job: Job, result) -> None:
         run = job.run
