@@ -11,10 +11,11 @@ from typer.testing import CliRunner
 
 from ftlab.cli.main import app
 from ftlab.config import home
-from ftlab.data.estimate import calibrated_throughput, estimate_file, openai_cost
+from ftlab.data.estimate import estimate_file, openai_cost
 from ftlab.data.schema import read_examples
 from ftlab.data.stats import save_histogram_png, stats_file
 from ftlab.data.tokens import openai_encoding, token_counter
+from ftlab.train.calibrate import calibrated_throughput, local_time
 
 # 23 tokens in the cookbook's count, by hand: 3 per message + 1 for each role name ("system", "user",
 # "assistant" are one token each) + content ("You are a bot." = You| are| a| bot|. = 5, "Hi" = 1,
@@ -69,8 +70,8 @@ def test_local_time_uses_a_cached_calibration(tmp_path: Path, tiny_model_dir: Pa
     long = {"messages": [{"role": "user", "content": " hello" * 200}, {"role": "assistant", "content": "Hello!"}]}
     path = write_jsonl(tmp_path / "train.jsonl", [SMALL] * 11 + [long])
     model = str(tiny_model_dir)
-    estimate = estimate_file(path, [], n_epochs=2, local_model=model, max_length=64)
-    local = estimate.local
+    estimate = estimate_file(path, [], n_epochs=2, local_model=model)
+    local = local_time(model, estimate.sample, estimate.local_tokens, n_epochs=2, max_length=64)
     assert not local.from_cache and local.tokens_per_second > 0
     # The trainer cuts each example to max_length: the long one counts 64 tokens.
     small_tokens = token_counter(model).count(read_examples(path)[:1])[0].total

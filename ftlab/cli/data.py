@@ -235,8 +235,12 @@ def estimate(
     try:
         if local:
             err.print(f"calibrating {local} training throughput on this machine (cached after the first time)…")
-        result = estimate_file(file, openai_models if model else None, n_epochs, local_model=local, method=method,
-                               max_length=max_length, refresh=recalibrate)
+        result = estimate_file(file, openai_models if model else None, n_epochs, local_model=local)
+        if local:
+            from ftlab.train.calibrate import local_time
+
+            result.local = local_time(local, result.sample, result.local_tokens, n_epochs, max_length, method,
+                                      refresh=recalibrate)  # fmt: skip
     except (DataError, LookupError, ValueError, OSError) as exc:
         _fail(str(exc))
     if as_json:

@@ -1,7 +1,5 @@
-"""What training on a file would cost: billed tokens and dollars for OpenAI's fine-tuning, time on this machine.
-
-The local time comes from a short calibration run of ftlab's own trainer (`ftlab.train.recipe`, imported
-only when a local estimate is asked for), cached per machine and model under FTLAB_HOME.
+"""What training on a file would cost: billed tokens and dollars for OpenAI's fine-tuning, and the tokens a
+local model would train on (which `ftlab.train.calibrate.local_time` turns into minutes on this machine).
 
 OpenAI bills every token of every example (up to the per-example training limit; longer examples are cut)
 once per epoch — the rule of the OpenAI cookbook's data-prep notebook:
@@ -11,14 +9,16 @@ when "auto".
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ftlab.config import BUNDLED_MODEL, TrainConfig, auto_epochs, home
+from ftlab.config import BUNDLED_MODEL, auto_epochs
 from ftlab.data.schema import ChatExample, DataError
+
+if TYPE_CHECKING:
+    from ftlab.train.calibrate import LocalTime
 
 PRICES_AS_OF = "2025-06-01"
 PRICES_SOURCE = "OpenAI's published fine-tuning prices (training, per 1M tokens); check before spending"
@@ -53,6 +53,7 @@ OPENAI_ALIASES = {
     "gpt-3.5-turbo": "gpt-3.5-turbo-0125",
 }
 COOKBOOK_MAX_TOKENS_PER_EXAMPLE = 16_385
+SAMPLE_EXAMPLES = 48  # the first examples, kept for a local calibration run so its lengths are the user's
 
 
 def openai_model(name: str) -> OpenAIModel | None:
@@ -117,111 +118,6 @@ def openai_cost(model: str, example_tokens: list[int], n_epochs: int | str = "au
 # Local training time: tokens to train / this machine's measured training throughput.
 # ---------------------------------------------------------------------------------------------------------
 
-CALIBRATION_EXAMPLES = 48  # the first examples of the file, so the sequence lengths are the user's
-CALIBRATION_BATCH = 8
-CALIBRATION_STEPS = 4
-
-
-def machine_key() -> str:
-    """What the throughput depends on: CPU model, cores, threads, torch version and accelerator."""
-    from ftlab.models import default_device
-    from ftlab.train.recipe import machine_info
-
-    info = machine_info(default_device())
-    info.pop("python", None)
-    try:
-        cpu = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
-        info["cpu"] = cpu.split(":", 1)[1].strip()
-    except (OSError, StopIteration):
-        info["cpu"] = "unknown"
-    return hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def calibrated_throughput(
-    model: str, examples: list[ChatExample], method: str = "lora", refresh: bool = False
-) -> tuple[float, bool]:
-    """(training tokens per second, whether it came from the cache) for `model` on this machine.
-
-    Measured once with a short run of the local trainer (`ftlab.train.recipe.measure_throughput`) and cached
-    in FTLAB_HOME/calibration.json per machine, model and method.
-    """
-    from ftlab.train.recipe import measure_throughput
-
-    path = home() / "calibration.json"
-    cache = json.loads(path.read_text()) if path.exists() else {}
-    key = f"{machine_key()}|{model}|{method}"
-    if key in cache and not refresh:
-        return float(cache[key]["tokens_per_second"]), True
-    sample = examples[:CALIBRATION_EXAMPLES]
-    tokens_per_second = measure_throughput(
-        model, sample, batch_size=min(CALIBRATION_BATCH, len(sample)), steps=CALIBRATION_STEPS, method=method
-    )
-    cache[key] = {"tokens_per_second": tokens_per_second, "examples": len(sample), "model": model, "method": method}
-    tmp = path.with_suffix(".json.partial")
-    tmp.write_text(json.dumps(cache, indent=2, sort_keys=True))
-    tmp.replace(path)
-    return tokens_per_second, False
-
-
-@dataclass
-class LocalTime:
-    model: str
-    method: str
-    n_examples: int
-    n_epochs: int
-    max_length: int
-    tokens_per_epoch: int  # after cutting each example to max_length, as the trainer does
-    tokens_per_second: float
-    from_cache: bool
-
-    @property
-    def tokens(self) -> int:
-        return self.n_epochs * self.tokens_per_epoch
-
-    @property
-    def seconds(self) -> float:
-        return self.tokens / self.tokens_per_second
-
-    def to_dict(self) -> dict:
-        return {
-            "model": self.model,
-            "method": self.method,
-            "examples": self.n_examples,
-            "n_epochs": self.n_epochs,
-            "max_length": self.max_length,
-            "tokens_per_epoch": self.tokens_per_epoch,
-            "tokens": self.tokens,
-            "tokens_per_second": round(self.tokens_per_second, 1),
-            "calibration_cached": self.from_cache,
-            "seconds": round(self.seconds, 1),
-        }
-
-
-def local_time(
-    model: str,
-    examples: list[ChatExample],
-    example_tokens: list[int],
-    n_epochs: int | str = "auto",
-    max_length: int | None = None,
-    method: str = "lora",
-    refresh: bool = False,
-) -> LocalTime:
-    """How long ftlab's trainer would take on this machine: epochs × tokens ÷ calibrated tokens per second."""
-    max_length = max_length or TrainConfig.model_fields["max_length"].default
-    epochs = auto_epochs(len(example_tokens)) if n_epochs == "auto" else int(n_epochs)
-    tokens_per_second, cached = calibrated_throughput(model, examples, method=method, refresh=refresh)
-    return LocalTime(
-        model=model,
-        method=method,
-        n_examples=len(example_tokens),
-        n_epochs=epochs,
-        max_length=max_length,
-        tokens_per_epoch=sum(min(max_length, n) for n in example_tokens),
-        tokens_per_second=tokens_per_second,
-        from_cache=cached,
-    )
-
-
 # ---------------------------------------------------------------------------------------------------------
 # The whole estimate for a file
 # ---------------------------------------------------------------------------------------------------------
@@ -233,7 +129,9 @@ class Estimate:
     n_examples: int
     skipped_lines: list[int] = field(default_factory=list)
     openai: list[OpenAICost] = field(default_factory=list)
-    local: LocalTime | None = None
+    local_tokens: list[int] | None = None  # per example, by the local model's tokenizer and chat template
+    sample: list[ChatExample] = field(default_factory=list)  # the first examples, to calibrate a local run on
+    local: LocalTime | None = None  # set by the caller from `local_tokens` (ftlab.train.calibrate.local_time)
 
     def to_dict(self) -> dict:
         return {
@@ -252,13 +150,11 @@ def estimate_file(
     n_epochs: int | str = "auto",
     *,
     local_model: str | None = BUNDLED_MODEL,
-    method: str = "lora",
-    max_length: int | None = None,
-    refresh: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> Estimate:
     """OpenAI cost for each model in `models` (default: every priced model) and, unless `local_model` is None,
-    the local training time. Invalid lines are skipped (and listed); run `ftlab data validate` first."""
+    the tokens of each example for the local model. Invalid lines are skipped (and listed); run `ftlab data
+    validate` first."""
     from ftlab.data.stats import CHUNK, iter_valid_examples
     from ftlab.data.tokens import token_counter
 
@@ -289,7 +185,7 @@ def estimate_file(
 
     for example in iter_valid_examples(path, skipped):
         n += 1
-        if len(sample) < CALIBRATION_EXAMPLES:
+        if len(sample) < SAMPLE_EXAMPLES:
             sample.append(example)
         chunk.append(example)
         if len(chunk) >= CHUNK:
@@ -300,6 +196,5 @@ def estimate_file(
     estimate = Estimate(path=str(path), n_examples=n, skipped_lines=skipped)
     estimate.openai = [openai_cost(model, tokens[shared[model]], n_epochs) for model in models]
     if local_model:
-        estimate.local = local_time(local_model, sample, tokens[shared[local_model]], n_epochs, max_length,
-                                    method, refresh)
+        estimate.local_tokens, estimate.sample = tokens[shared[local_model]], sample
     return estimate
