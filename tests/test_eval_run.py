@@ -110,6 +110,20 @@ def test_run_spec_evaluates_every_checkpoint_and_compares_them(tiny_model_dir: P
     assert ("run-1:epoch-2", "chrf") in compared and all(c["a"] == str(tiny_model_dir) for c in result.comparisons)
 
 
+def test_run_spec_picks_one_checkpoint(tiny_model_dir: Path, tmp_path: Path):
+    run = _make_run(tiny_model_dir, tmp_path / "run-3")
+    with pytest.raises(ValueError, match="no best checkpoint"):
+        parse_model_specs([f"run:{run}@best"])
+    record = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**record, "best_checkpoint": "elsewhere/run-3/checkpoint-epoch-1"}))
+    best, final, second = (parse_model_specs([f"run:{run}@{which}"])[0] for which in ("best", "final", "epoch-2"))
+    assert (best.name, best.adapter, best.epoch, best.step) == ("run-3:best", run / "checkpoint-epoch-1", 1, 3)
+    assert (final.adapter, final.epoch) == (run / "final", None)
+    assert (second.adapter, second.step) == (run / "checkpoint-epoch-2", 6)
+    with pytest.raises(ValueError, match="no checkpoint-epoch-7/"):
+        parse_model_specs([f"run:{run}@epoch-7"])
+
+
 def test_eval_cli_compares_a_checkpoint_with_judges_and_a_report(tiny_model_dir: Path, test_file: Path,
                                                                  tmp_path: Path):
     run = _make_run(tiny_model_dir, tmp_path / "run-2")

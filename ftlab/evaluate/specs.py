@@ -4,6 +4,8 @@
 - `NAME+ADAPTER_DIR`: a base with a LoRA adapter
 - `run:DIR`: every checkpoint of a training run folder (`checkpoint-epoch-N/` in epoch order, then `final/`
   unless its weights are byte-identical to the last epoch's), each with its epoch and step for metric curves
+- `run:DIR@best`, `run:DIR@final`, `run:DIR@epoch-N`: one of them (best = lowest validation loss, as the
+  recipe chose it)
 - `openai:MODEL@BASE_URL`: any OpenAI-compatible endpoint (key from `OPENAI_API_KEY`)
 """
 
@@ -66,6 +68,9 @@ def parse_model_spec(spec: str) -> list[ModelSpec]:
             raise ValueError(f"'{spec}': write openai:MODEL@BASE_URL, e.g. openai:gpt-4o-mini@https://api.openai.com/v1")
         return [ModelSpec(name=spec, kind="openai", model=model, base_url=base_url.rstrip("/"))]
     if spec.startswith("run:"):
+        folder, _, which = spec.removeprefix("run:").rpartition("@")
+        if folder and (which in ("best", "final") or _EPOCH_DIR.match(f"checkpoint-{which}")):
+            return [run_checkpoint(Path(folder).expanduser(), which)]
         return run_checkpoints(Path(spec.removeprefix("run:")).expanduser())
     if "+" in spec:
         base, _, adapter = spec.partition("+")
@@ -124,6 +129,25 @@ def run_checkpoints(run_dir: Path) -> list[ModelSpec]:
     if not found:
         raise ValueError(f"run folder '{run_dir}' has no checkpoint-epoch-N/ or final/ folders")
     return found
+
+
+def run_checkpoint(run_dir: Path, which: str) -> ModelSpec:
+    """One checkpoint of a run: `best` (lowest validation loss), `final`, or `epoch-N`."""
+    record = read_run_config(run_dir)
+    steps = {Path(c["path"]).name: c.get("step") for c in record.get("checkpoints", []) if "path" in c}
+    if which == "best":
+        best = record.get("best_checkpoint")
+        if not best:
+            raise ValueError(f"run '{run_dir}' has no best checkpoint (it ran without validation data, or has not "
+                             "finished): use run:DIR@final")  # fmt: skip
+        folder = run_dir / Path(best["path"] if isinstance(best, dict) else best).name
+    else:
+        folder = run_dir / ("final" if which == "final" else f"checkpoint-{which}")
+    if not folder.is_dir():
+        raise ValueError(f"run '{run_dir}' has no {folder.name}/ folder")
+    match = _EPOCH_DIR.search(folder.name)
+    epoch = int(match.group(1)) if match else None
+    return _checkpoint_spec(run_dir, run_base_model(record), folder, f"{run_dir.name}:{which}", epoch, steps)
 
 
 def _checkpoint_spec(run_dir: Path, base: str, folder: Path, name: str, epoch: int | None, steps: dict) -> ModelSpec:
