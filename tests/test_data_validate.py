@@ -115,9 +115,12 @@ def test_empty_reply_and_conversation_not_ending_with_assistant(tmp_path: Path) 
     assert "'user'" in tail[0].message
 
 
-def test_fewer_than_ten_examples_is_an_error(tmp_path: Path) -> None:
-    report = validate_file(write_jsonl(tmp_path / "few.jsonl", good_rows(9)), OPENAI)
+def test_fewer_than_ten_examples_is_an_error_for_openai_and_a_warning_for_a_local_model(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "few.jsonl", good_rows(9))
+    report = validate_file(path, OPENAI)
     assert not report.ok and checks(report, "error")["too_few_examples"][0].message == "only 9 valid examples"
+    local = validate_file(path, None)  # ftlab trains on any number of examples
+    assert local.ok and "OpenAI would refuse" in checks(local, "warning")["too_few_examples"][0].fix
 
 
 def test_encoding_problems(tmp_path: Path) -> None:

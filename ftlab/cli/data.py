@@ -85,7 +85,8 @@ def validate(
         with _progress(f"validating {file.name}") as progress:
             report = validate_file(
                 file,
-                None if no_tokens else model,
+                model,
+                tokens=not no_tokens,
                 max_length=max_length,
                 labels=label_list,
                 infer_labels=infer_labels,

@@ -53,6 +53,8 @@ FIXES = {
     "too_few_examples": f"OpenAI requires at least {MIN_EXAMPLES} examples; 50-100 good ones is a better start",
     "labels": "map these outputs to the allowed labels, or fix the labelling prompt",
 }
+FEW_EXAMPLES_LOCAL = (f"fine for a first local run; 50-100 good examples teach far more (OpenAI would refuse fewer "
+                      f"than {MIN_EXAMPLES})")
 
 
 @dataclass
@@ -222,16 +224,18 @@ def validate_file(
     labels: list[str] | None = None,
     infer_labels: bool = False,
     near_threshold: float = DEFAULT_JACCARD,
+    tokens: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> ValidationReport:
-    """Check a chat JSONL file. `model=None` skips the token checks; `progress(done_bytes, total_bytes)`.
+    """Check a chat JSONL file for training `model` (an OpenAI name holds it to OpenAI's rules; None: no target).
+    `tokens=False` (or no model) skips the token checks; `progress(done_bytes, total_bytes)`.
 
     `labels` (or `infer_labels`) adds the label checks on the final assistant reply of each example.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError("file not found", path=path)
-    counter = token_counter(model) if model else None
+    counter = token_counter(model) if model and tokens else None
     limit = _max_length_for(model, counter, max_length) if counter else None
     report = ValidationReport(
         path=str(path), model=model, tokenizer=counter.description if counter else None, max_length=limit
@@ -350,7 +354,11 @@ def validate_file(
 
     # Whole-file checks.
     if report.n_examples < MIN_EXAMPLES:
-        findings.add("error", "too_few_examples", f"only {report.n_examples} valid examples")
+        # OpenAI refuses such a file; ftlab trains on it, though so few examples rarely teach much.
+        for_openai = model is not None and openai_model(model) is not None
+        findings.add("error" if for_openai else "warning", "too_few_examples",
+                     f"only {report.n_examples} valid examples",
+                     fix=FIXES["too_few_examples"] if for_openai else FEW_EXAMPLES_LOCAL)  # fmt: skip
     for first, lines in duplicate_groups.items():
         findings.add("warning", "exact_duplicate", f"{len(lines) + 1} identical examples", [first, *lines])
     exact = {line for lines in duplicate_groups.values() for line in lines}
