@@ -1,9 +1,10 @@
 """A tiny OpenAI-compatible HTTP server on 127.0.0.1 for tests: the one stand-in allowed, for a hosted vendor.
 
 It speaks real HTTP (the official `openai` client talks to it unchanged) and answers deterministically: a
-`responder(messages) -> str` chosen by the test writes every reply. It can fail on purpose (`faults`: request
-number → HTTP status, e.g. 429 or 503, sent with `retry-after-ms: 1` so retries stay fast) and can stop
-answering after a number of replies (`hold_after`) so a test can kill a client mid-job.
+`responder(messages) -> str` chosen by the test writes every reply (cut at `max_tokens`, 4 characters a
+token). It can fail on purpose (`faults`: request number → HTTP status, e.g. 429 or 503, sent with
+`retry-after-ms: 1` so retries stay fast) and can stop answering after a number of replies (`hold_after`) so
+a test can kill a client mid-job.
 """
 
 from __future__ import annotations
@@ -114,6 +115,10 @@ class FakeOpenAI:
                     self._send(503, {"error": {"message": "released", "type": "server_error"}})
                     return
                 text = fake.responder(body["messages"])
+                finish = "stop"
+                limit = body.get("max_completion_tokens") or body.get("max_tokens")
+                if limit and count_tokens(text) > limit:  # cut at the limit, as a real server does
+                    text, finish = text[: 4 * limit], "length"
                 prompt = "".join(str(m.get("content", "")) for m in body["messages"])
                 fake.statuses.append(200)
                 self._send(
@@ -124,7 +129,7 @@ class FakeOpenAI:
                         "created": 0,
                         "model": body.get("model", "fake"),
                         "choices": [
-                            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
                         ],
                         "usage": {
                             "prompt_tokens": count_tokens(prompt),

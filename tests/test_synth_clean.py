@@ -43,3 +43,37 @@ def test_questions_that_need_an_unseen_document_are_detected() -> None:
 def test_language_and_normal_form() -> None:
     assert is_japanese("SSTPはどのポートを使いますか？") and not is_japanese("Which port does SSTP use?")
     assert normalise("What port, SSTP?") == normalise("what port sstp") and normalise("ＳＳＴＰ。") == "sstp"
+
+
+def test_replies_stuck_in_a_loop_are_repetitive() -> None:
+    from ftlab.synth.clean import is_repetitive
+
+    # Replies the bundled 135M teacher wrote in the README example.
+    assert is_repetitive("文書: 伺か 仕様メモ  " + "文書:  " * 80)
+    loop = ("To bake a loaf of bread that is one to two hours long using a toaster oven, you will need to bake "
+            "the bread in a toaster oven, which is a type of oven that is designed to bake bread. You will need to "
+            "bake the bread in a toaster oven, which is a type of oven that is designed to bake bread.\n\nThe "
+            "answer is:\nBaking a loaf of bread that is one to two hours long using a toaster oven.")  # fmt: skip
+    assert is_repetitive(loop)
+    assert not is_repetitive("The best way to store a starter is to keep it in a cool, dark place, away from light. "
+                             "Feed it every day at room temperature, or once a week from the fridge.")
+    assert not is_repetitive("SSTP は 9801 番ポートで待ち受け、一行目は SEND SSTP/1.4 で始まります。")
+    assert not is_repetitive("ok ok ok ok")  # too short to judge
+
+
+@pytest.mark.parametrize(
+    ("reply", "question"),
+    [
+        ("Question: How long does a starter take to mature?", "How long does a starter take to mature?"),
+        ("The passage discusses the starter. But how often is it fed?\nIt is fed daily.", "But how often is it fed?"),
+        ("Sure! What is hooch? It is grey liquid.", "What is hooch?"),
+        ("質問：SSTP は何番ポートを使いますか？ 本文によれば 9801 番です。", "SSTP は何番ポートを使いますか？"),
+        ("What does the passage say about flour?\nHow much flour is in a loaf?", "How much flour is in a loaf?"),
+        ("The passage discusses the starter.", "The passage discusses the starter."),  # no question: first line
+        ("\n\n", ""),
+    ],
+)
+def test_the_question_is_picked_out_of_a_chatty_reply(reply: str, question: str) -> None:
+    from ftlab.synth.clean import pick_question
+
+    assert pick_question(reply) == question

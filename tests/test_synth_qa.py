@@ -161,6 +161,45 @@ def test_planted_duplicates_are_removed_in_english_and_japanese(tmp_path: Path, 
                for r in duplicates.values())  # fmt: skip
 
 
+def test_what_a_weak_teacher_writes_is_dropped_with_its_reason(tmp_path: Path, calibration) -> None:
+    """Modelled on what the bundled 135M teacher wrote in the README example: a question that echoes the prompt's
+    labels, one copied from the passage, an answer cut at the token limit, one stuck in a loop."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "router.md").write_text(ROUTER_PAGE.split("## Passwords")[0], encoding="utf-8")
+    questions = [
+        "Document: Acme Router Manual",
+        "The admin interface listens on port 8080",
+        "The answer to this question is: port 8080.",
+        "How do you enable SSH on the Acme Router?",
+        "Which port does the Acme Router admin interface listen on?",
+        "What port does SSH use on the Acme Router?",
+        "Is the Acme Router admin interface reachable over HTTPS?",
+        "Does the Acme Router need SSH switched on before port 22 answers?",
+    ]
+
+    def responder(messages: list[dict]) -> str:
+        user = messages[-1]["content"]
+        if task(messages) == "question":
+            return questions[previous_questions(user)]
+        question = field(user, "Question")
+        if "enable SSH" in question:
+            return "1. Open the menu. " + " ".join(f"{n}." for n in range(2, 2000))  # counts on to the limit
+        if "admin interface listen" in question:
+            return "The admin interface listens on port 8080. " * 8
+        return grounded_answer(messages)
+
+    with FakeOpenAI(responder) as fake:
+        rows = run(folder, tmp_path / "qa.jsonl", fake, calibration, per_doc=4)
+    journal = [json.loads(line) for line in (tmp_path / "qa.journal.jsonl").read_text().splitlines()[1:]]
+    assert [r["status"] for r in journal] == [
+        "echoes-prompt", "copies-passage", "not-a-question", "truncated", "repetitive", "kept", "kept", "kept"
+    ]  # fmt: skip
+    assert [row["messages"][1]["content"] for row in rows] == questions[5:]
+    report = json.loads((tmp_path / "qa.report.json").read_text())
+    assert report["kept"] == 3 and report["attempts"]["truncated"] == 1
+
+
 def test_retries_429_and_5xx_and_the_judge_bar(docs: Path, tmp_path: Path, calibration) -> None:
     def responder(messages: list[dict]) -> str:
         kind = task(messages)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+import zlib
 
 _EN_SOURCE = (
     r"(?:the|this|that|these|above|provided|given|following|\s)*"
@@ -87,6 +88,38 @@ def strip_tics(text: str) -> str:
 def refers_to_document(text: str) -> bool:
     """Whether a question still points at a document the reader cannot see ("What does the passage say…")."""
     return bool(_EN_REFERS.search(text) or _JA_REFERS.search(text))
+
+
+_SENTENCE = re.compile(r"[^.!?。！？]*[.!?。！？]+|[^.!?。！？]+$")
+
+
+def pick_question(reply: str) -> str:
+    """The question in a teacher's reply: the first sentence ending in a question mark that does not point at
+    the unseen document (a small teacher often opens with "The passage discusses …. But how …?"), else the
+    first non-empty line; labels like "Question:" and other tics stripped either way."""
+    lines = [line for line in map(strip_tics, reply.splitlines()) if line]
+    for line in lines:
+        for sentence in _SENTENCE.findall(line):
+            sentence = strip_tics(sentence)
+            if sentence.endswith(("?", "？")) and not refers_to_document(sentence):
+                return sentence
+    return lines[0] if lines else ""
+
+
+def is_question(text: str) -> bool:
+    """Whether text asks something: it ends in a question mark, or (Japanese) in the particle か."""
+    return text.rstrip().endswith(("?", "？", "か", "か。"))
+
+
+# Whisper's compression_ratio_threshold: text that zlib shrinks more than this is a generation stuck in a loop.
+REPETITION_RATIO = 2.4
+
+
+def is_repetitive(text: str) -> bool:
+    """Whether a reply repeats itself (a sentence or a list counting on until max_tokens): it compresses more
+    than REPETITION_RATIO times. Short texts are left alone: zlib's header alone makes their ratio low."""
+    data = text.encode()
+    return len(data) >= 64 and len(data) / len(zlib.compress(data)) > REPETITION_RATIO
 
 
 def normalise(text: str) -> str:

@@ -5,10 +5,12 @@ round r makes attempt r of every lane that still needs questions, so lanes run c
 one document still see that document's earlier exchanges (a rolling window). A round:
 
 1. asks the teacher for one question per lane, showing the chunk with its document title and heading path;
-2. strips phrasing tics, drops questions that lean on an unseen document, and prefixes the document and section
-   to a question that names neither (so "What port does it use?" cannot lose that it is about 伺か's SSTP);
+2. strips phrasing tics, drops questions that lean on an unseen document, echo the prompt's labels, copy the
+   passage or ask nothing, and prefixes the document and section to a question that names neither (so "What port does it
+   use?" cannot lose that it is about 伺か's SSTP);
 3. drops near-duplicates of earlier questions (embedding cosine, calibrated thresholds, see `dedup`);
-4. asks for an answer grounded in the chunk (the teacher may say NOT IN PASSAGE, which drops the pair);
+4. asks for an answer grounded in the chunk (the teacher may say NOT IN PASSAGE, which drops the pair, as do
+   answers cut at the token limit and answers stuck in a loop);
 5. optionally asks a judge for a 1–5 grade and keeps pairs at or above the bar;
 6. journals every attempt and appends the kept pairs to the output and the provenance side file.
 """
@@ -23,7 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftlab.synth.clean import is_japanese, refers_to_document, strip_tics
+from ftlab.synth.clean import (
+    is_japanese,
+    is_question,
+    is_repetitive,
+    pick_question,
+    refers_to_document,
+    strip_tics,
+)
 from ftlab.synth.dedup import Calibration, Deduper
 from ftlab.synth.documents import Chunk, load_chunks
 from ftlab.synth.runner import Journal, Outputs, Progress, ask, side_path
@@ -72,7 +81,39 @@ LABELS = {
            "ask": "新しい質問を一つ書いてください。"},
 }  # fmt: skip
 # Statuses whose question passed the duplicate check: later questions are compared against these.
-PASSED_DEDUP = {"kept", "unanswerable", "low-score", "judge-invalid"}
+PASSED_DEDUP = {"kept", "unanswerable", "truncated", "repetitive", "low-score", "judge-invalid"}
+# A reply that starts by repeating one of the prompt's labels ("Document: …", "文書: …") echoes the prompt.
+_ECHO = re.compile(
+    "^(?:" + "|".join(re.escape(LABELS[lang][k]) for lang in LABELS for k in ("document", "section", "passage"))
+    + r")\s*[:：]"
+)
+MIN_COPIED_CHARS = 30  # a "question" that is this long a verbatim piece of the passage was copied, not asked
+
+
+def question_problem(question: str, chunk: Chunk) -> str | None:
+    """Why a (tic-stripped) question is unusable, as its journal status, or None when it may be asked."""
+    if not question:
+        return "empty-question"
+    if refers_to_document(question):
+        return "refers-to-document"
+    if _ECHO.match(question):
+        return "echoes-prompt"
+    if len(question) >= MIN_COPIED_CHARS and question.rstrip("。.?？") in chunk.text:
+        return "copies-passage"
+    if not is_question(question):
+        return "not-a-question"  # e.g. "The answer to this question is: 12 hours" (checked before anchoring)
+    return None
+
+
+def answer_problem(answer: str, finish_reason: str | None) -> str | None:
+    """Why a (tic-stripped) answer is unusable, as its journal status, or None when it may be kept."""
+    if not answer or UNANSWERABLE.casefold() in answer.casefold():
+        return "unanswerable"
+    if finish_reason == "length":
+        return "truncated"  # cut at --max-answer-tokens mid-sentence: a bad target to train on
+    if is_repetitive(answer) or _ECHO.match(answer):
+        return "repetitive"
+    return None
 
 
 @dataclass
@@ -346,15 +387,11 @@ def run_round(
     candidates = []
     for record, chunk, reply in zip(records, chunks, replies, strict=True):
         record["tokens"] = [reply.prompt_tokens, reply.completion_tokens]
-        # the first line that is still a question once labels like "Question:" are stripped
-        question = next((q for q in map(strip_tics, reply.text.splitlines()) if q), "")
+        question = pick_question(reply.text)
         record["raw_question"] = reply.text
         record["question"] = question
-        if not question:
-            record["status"] = "empty-question"
-        elif refers_to_document(question):
-            record["status"] = "refers-to-document"
-        else:
+        record["status"] = question_problem(question, chunk)
+        if record["status"] is None:
             if options.anchor:
                 record["question"] = anchor_question(question, chunk)
             candidates.append((record, chunk))
@@ -382,9 +419,8 @@ def run_round(
         record["tokens"][1] += reply.completion_tokens
         answer = strip_tics(reply.text)
         record["answer"] = answer
-        if not answer or UNANSWERABLE.casefold() in answer.casefold():
-            record["status"] = "unanswerable"
-        else:
+        record["status"] = answer_problem(answer, reply.finish_reason)
+        if record["status"] is None:
             graded.append((record, chunk))
 
     # 5. optional judge

@@ -19,6 +19,7 @@ class Reply:
     text: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    finish_reason: str | None = None  # "length": cut at max_tokens, not finished
 
 
 class TeacherError(RuntimeError):
@@ -101,6 +102,7 @@ class OpenAITeacher:
                     text=response.choices[0].message.content or "",
                     prompt_tokens=usage.prompt_tokens if usage else 0,
                     completion_tokens=usage.completion_tokens if usage else 0,
+                    finish_reason=response.choices[0].finish_reason,
                 )
             )
         return replies
@@ -140,7 +142,7 @@ class LocalTeacher:
             logits_processor=processor,
             batch_size=self.batch_size,
         )
-        return [Reply(c.text, c.prompt_tokens, c.completion_tokens) for c in completions]
+        return [Reply(c.text, c.prompt_tokens, c.completion_tokens, c.finish_reason) for c in completions]
 
 
 def make_teacher(
