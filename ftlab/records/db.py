@@ -10,6 +10,8 @@ this package) and `init_db()` brings any database to the newest revision.
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -41,9 +43,9 @@ def get_engine(url: str | None = None) -> Engine:
     def _configure(dbapi_connection, _record) -> None:
         dbapi_connection.isolation_level = None  # let SQLAlchemy, not pysqlite, issue BEGIN
         cursor = dbapi_connection.cursor()
-        if ":memory:" not in url and url not in ("sqlite://", "sqlite:///"):
-            cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        if ":memory:" not in url and url not in ("sqlite://", "sqlite:///"):
+            _enable_wal(cursor)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a committed row survives a killed process
         cursor.close()
@@ -53,6 +55,22 @@ def get_engine(url: str | None = None) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _enable_wal(cursor) -> None:
+    """Switch the file to WAL (it stays so). Two processes opening a fresh file at once can get "database is
+    locked" here without the busy timeout ever waiting — SQLite refuses that lock upgrade outright to avoid a
+    deadlock (seen: 2 rounds in 15 of four processes) — so the switch is retried within the same timeout."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 @cache
