@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ftlab.config import TrainConfig, auto_epochs, home
 from ftlab.data.schema import ChatExample
-from ftlab.models import default_device
+from ftlab.models import best_precision, default_device
 from ftlab.train.recipe import machine_info, measure_throughput
 
 CALIBRATION_EXAMPLES = 48  # the first examples of the file, so the sequence lengths are the user's
@@ -38,11 +38,12 @@ def calibrated_throughput(
     """(training tokens per second, whether it came from the cache) for `model` on this machine.
 
     Measured once with a short run of the trainer (`measure_throughput`) and cached in
-    FTLAB_HOME/calibration.json per machine, model and method.
+    FTLAB_HOME/calibration.json per machine, model, method and weight precision.
     """
     path = home() / "calibration.json"
     cache = json.loads(path.read_text()) if path.exists() else {}
-    key = f"{machine_key()}|{model}|{method}"
+    settings = best_precision(default_device(), frozen_base=method != "full")  # the recipe's speed depends on it
+    key = f"{machine_key()}|{model}|{method}|{str(settings.weights).removeprefix('torch.')}"
     if key in cache and not refresh:
         return float(cache[key]["tokens_per_second"]), True
     sample = examples[:CALIBRATION_EXAMPLES]
