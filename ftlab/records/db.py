@@ -82,6 +82,17 @@ def new_session(url: str | None = None) -> Session:
     return _sessionmaker(url or database_url())()
 
 
+def request_session() -> Iterator[Session]:
+    """A session for one HTTP request (a FastAPI dependency): routes commit what they change before they
+    answer; anything left uncommitted is rolled back."""
+    db = new_session()
+    try:
+        yield db
+    finally:
+        db.rollback()
+        db.close()
+
+
 @contextmanager
 def session_scope(url: str | None = None) -> Iterator[Session]:
     """A session whose transaction commits when the block ends and rolls back if it raises."""

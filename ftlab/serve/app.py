@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -18,7 +17,8 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from ftlab.records.db import init_db, new_session, session_scope
+from ftlab.records.db import init_db, session_scope
+from ftlab.records.db import request_session as get_db
 from ftlab.serve import auth, catalog, dashboard, files, jobs
 from ftlab.serve.errors import APIError, bad_request, install_handlers
 from ftlab.serve.schemas import ChatCompletionCreate, JobCreate
@@ -43,16 +43,6 @@ def settings_from_env() -> Settings:
         max_upload_bytes=int(os.environ.get("FTLAB_MAX_UPLOAD_BYTES", files.DEFAULT_MAX_UPLOAD_BYTES)),
         max_loaded_models=int(os.environ.get("FTLAB_MAX_LOADED_MODELS", "2")),
     )
-
-
-def get_db() -> Iterator[Session]:
-    """A session per request; routes commit what they change before they answer."""
-    db = new_session()
-    try:
-        yield db
-    finally:
-        db.rollback()
-        db.close()
 
 
 def authorize(request: Request, db: Session = Depends(get_db)) -> None:

@@ -24,7 +24,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ftlab.records.db import new_session
+from ftlab.records.db import request_session as get_db
 from ftlab.records.query import (
     ACTIVE,
     comparison,
@@ -75,15 +75,6 @@ def _duration(start: int | None, end: int | None) -> str:
 
 templates.env.filters.update(when=_when, num=_num, short=_short)
 templates.env.globals.update(duration=_duration, ACTIVE=ACTIVE)
-
-
-def get_db():
-    db = new_session()
-    try:
-        yield db
-    finally:
-        db.rollback()
-        db.close()
 
 
 def _script_json(value: Any) -> str:

@@ -303,17 +303,23 @@ def event_to_openai(event: JobEvent) -> FineTuningJobEvent:
     )
 
 
+def _job_page(db: Session, model: type[JobEvent] | type[Checkpoint], job_id: str, kind: str, after: str | None,
+              limit: int) -> tuple[list, bool]:  # fmt: skip
+    """A job's events or checkpoints, newest first; `after` is the id of the last row of the previous page."""
+    job = get_job(db, job_id)
+    query = select(model).where(model.job_pk == job.pk)
+    if after:
+        anchor = db.scalar(select(model.pk).where(model.id == after, model.job_pk == job.pk))
+        if anchor is None:
+            raise not_found(kind, after, param="after")
+        query = query.where(model.pk < anchor)
+    rows = list(db.scalars(query.order_by(model.pk.desc()).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
 def list_events(db: Session, job_id: str, *, after: str | None, limit: int) -> tuple[list[JobEvent], bool]:
     """Newest first, like OpenAI; `after` is the id of the last event of the previous page."""
-    job = get_job(db, job_id)
-    query = select(JobEvent).where(JobEvent.job_pk == job.pk)
-    if after:
-        anchor = db.scalar(select(JobEvent.pk).where(JobEvent.id == after, JobEvent.job_pk == job.pk))
-        if anchor is None:
-            raise not_found("fine-tuning job event", after, param="after")
-        query = query.where(JobEvent.pk < anchor)
-    rows = list(db.scalars(query.order_by(JobEvent.pk.desc()).limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
+    return _job_page(db, JobEvent, job_id, "fine-tuning job event", after, limit)
 
 
 def checkpoint_to_openai(job: Job, checkpoint: Checkpoint) -> FineTuningJobCheckpoint:
@@ -331,15 +337,7 @@ def checkpoint_to_openai(job: Job, checkpoint: Checkpoint) -> FineTuningJobCheck
 
 def list_checkpoints(db: Session, job_id: str, *, after: str | None, limit: int) -> tuple[list[Checkpoint], bool]:
     """Newest first; `after` is the id of the last checkpoint of the previous page."""
-    job = get_job(db, job_id)
-    query = select(Checkpoint).where(Checkpoint.job_pk == job.pk)
-    if after:
-        anchor = db.scalar(select(Checkpoint.pk).where(Checkpoint.id == after, Checkpoint.job_pk == job.pk))
-        if anchor is None:
-            raise not_found("fine-tuning job checkpoint", after, param="after")
-        query = query.where(Checkpoint.pk < anchor)
-    rows = list(db.scalars(query.order_by(Checkpoint.pk.desc()).limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
+    return _job_page(db, Checkpoint, job_id, "fine-tuning job checkpoint", after, limit)
 
 
 def count_jobs(db: Session, status: str) -> int:
