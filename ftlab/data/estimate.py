@@ -155,7 +155,7 @@ def estimate_file(
     """OpenAI cost for each model in `models` (default: every priced model) and, unless `local_model` is None,
     the tokens of each example for the local model. Invalid lines are skipped (and listed); run `ftlab data
     validate` first."""
-    from ftlab.data.stats import CHUNK, iter_valid_examples
+    from ftlab.data.stats import iter_valid_chunks
     from ftlab.data.tokens import token_counter
 
     models = list(OPENAI_ALIASES) if models is None else models
@@ -173,24 +173,14 @@ def estimate_file(
     tokens: dict[str, list[int]] = {model: [] for model in set(shared.values())}
     skipped: list[int] = []
     sample: list[ChatExample] = []
-    chunk: list[ChatExample] = []
     n = 0
-
-    def flush() -> None:
+    for chunk in iter_valid_chunks(path, skipped):
+        n += len(chunk)
+        sample += chunk[: SAMPLE_EXAMPLES - len(sample)]
         for model in tokens:
             tokens[model] += [c.total for c in counters[model].count(chunk, detail=False)]
         if progress:
             progress(n)
-        chunk.clear()
-
-    for example in iter_valid_examples(path, skipped):
-        n += 1
-        if len(sample) < SAMPLE_EXAMPLES:
-            sample.append(example)
-        chunk.append(example)
-        if len(chunk) >= CHUNK:
-            flush()
-    flush()
     if not n:
         raise DataError("no valid examples (run `ftlab data validate` to see why)", path=path)
     estimate = Estimate(path=str(path), n_examples=n, skipped_lines=skipped)
