@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from ftlab.config import TrainConfig
 from ftlab.data.schema import file_sha256
@@ -108,6 +108,20 @@ def test_recording_again_completes_instead_of_duplicating(two_runs) -> None:
         )
         assert find_run(db, run_id).status == "cancelled"
     assert record_run(first, url=url) == run_id
+
+
+def test_metric_rows_are_known_by_step_not_by_count(two_runs, tmp_path: Path) -> None:
+    _, first, _, _, _ = two_runs
+    url = f"sqlite:///{tmp_path / 'ftlab.db'}"
+    run_id = record_run(first, url=url)
+    with session_scope(url) as db:  # a cut attempt's row at step 9 and a missing step 3: still four rows
+        run = find_run(db, run_id)
+        db.execute(delete(RunMetric).where(RunMetric.run_pk == run.pk, RunMetric.step == 3))
+        db.add(RunMetric(run_pk=run.pk, step=9, train_loss=99.0, data={}))
+    assert record_run(first, url=url) == run_id
+    with session_scope(url) as db:
+        rows = db.scalars(select(RunMetric).where(RunMetric.run_pk == find_run(db, run_id).pk).order_by(RunMetric.step))
+        assert [(m.step, m.train_loss > 0) for m in rows] == [(1, True), (2, True), (3, True), (4, True)]
 
 
 def test_diff_shows_exactly_what_changed(two_runs) -> None:
