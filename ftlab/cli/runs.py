@@ -3,31 +3,22 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
-from typing import Annotated, Any
+from functools import partial
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from ftlab.records import format as fmt
+
 runs_app = typer.Typer(help="Recorded training runs: list, show, compare side by side, diff.", no_args_is_help=True)
 console = Console()
 
 JSON_OPTION = typer.Option("--json", help="Print JSON instead of a table.")
-
-
-def _when(ts: int | None) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M") if ts else "-"
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
-        return value[:12]  # a sha256: the first 12 hex digits identify it in a table
-    return str(value)
+# The dashboard's formats, with an ASCII '-' for a missing value in a terminal.
+_when = partial(fmt.when, missing="-")
+_fmt = partial(fmt.value, missing="-")
 
 
 def _open(refs: list[str]):
