@@ -168,14 +168,18 @@ def test_runs_list_compare_and_diff_commands(two_runs) -> None:
         return result.output
 
     assert [r["id"] for r in json.loads(runs("list", "--json"))][:2] == [b_id, a_id]
-    assert "newest runs" in runs("list")
+    listed = runs("list")  # CliRunner's output is not a terminal: ids come out whole, not folded at 80 columns
+    assert "newest runs" in listed and a_id in listed and b_id in listed
+    assert max(len(line) for line in listed.splitlines()) > 80
     text = runs("diff", a_id, b_id)
     assert f"data.train sha256: {first.dataset_sha256['train']} → {second.dataset_sha256['train']}" in text
     assert "hyperparameters.learning_rate_multiplier: 10.0 → 30.0" in text
     compared = json.loads(runs("compare", a_id, b_id, "--json"))
     assert {r["field"] for r in compared["rows"] if r["differs"] and r["section"] != "results"} == {
         "train sha256", "learning_rate_multiplier", "learning_rate"}  # fmt: skip
-    assert "runs side by side" in runs("compare", a_id, str(second.output_dir))
+    side_by_side = runs("compare", a_id, str(second.output_dir))
+    assert "runs side by side" in side_by_side and a_id in side_by_side and b_id in side_by_side
+    assert first.dataset_sha256["train"][:12] in side_by_side and first.dataset_sha256["train"] not in side_by_side
     missing = CliRunner().invoke(app, ["runs", "show", "run-nope"])
     assert missing.exit_code == 1 and "no recorded run 'run-nope'" in missing.output
 
