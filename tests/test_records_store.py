@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from ftlab.config import TrainConfig
 from ftlab.data.schema import file_sha256
@@ -110,6 +110,20 @@ def test_recording_again_completes_instead_of_duplicating(two_runs) -> None:
     assert record_run(first, url=url) == run_id
 
 
+def test_metric_rows_are_known_by_step_not_by_count(two_runs, tmp_path: Path) -> None:
+    _, first, _, _, _ = two_runs
+    url = f"sqlite:///{tmp_path / 'ftlab.db'}"
+    run_id = record_run(first, url=url)
+    with session_scope(url) as db:  # a cut attempt's row at step 9 and a missing step 3: still four rows
+        run = find_run(db, run_id)
+        db.execute(delete(RunMetric).where(RunMetric.run_pk == run.pk, RunMetric.step == 3))
+        db.add(RunMetric(run_pk=run.pk, step=9, train_loss=99.0, data={}))
+    assert record_run(first, url=url) == run_id
+    with session_scope(url) as db:
+        rows = db.scalars(select(RunMetric).where(RunMetric.run_pk == find_run(db, run_id).pk).order_by(RunMetric.step))
+        assert [(m.step, m.train_loss > 0) for m in rows] == [(1, True), (2, True), (3, True), (4, True)]
+
+
 def test_diff_shows_exactly_what_changed(two_runs) -> None:
     url, first, second, a_id, b_id = two_runs
     with session_scope(url) as db:
@@ -154,14 +168,18 @@ def test_runs_list_compare_and_diff_commands(two_runs) -> None:
         return result.output
 
     assert [r["id"] for r in json.loads(runs("list", "--json"))][:2] == [b_id, a_id]
-    assert "newest runs" in runs("list")
+    listed = runs("list")  # CliRunner's output is not a terminal: ids come out whole, not folded at 80 columns
+    assert "newest runs" in listed and a_id in listed and b_id in listed
+    assert max(len(line) for line in listed.splitlines()) > 80
     text = runs("diff", a_id, b_id)
     assert f"data.train sha256: {first.dataset_sha256['train']} → {second.dataset_sha256['train']}" in text
     assert "hyperparameters.learning_rate_multiplier: 10.0 → 30.0" in text
     compared = json.loads(runs("compare", a_id, b_id, "--json"))
     assert {r["field"] for r in compared["rows"] if r["differs"] and r["section"] != "results"} == {
         "train sha256", "learning_rate_multiplier", "learning_rate"}  # fmt: skip
-    assert "runs side by side" in runs("compare", a_id, str(second.output_dir))
+    side_by_side = runs("compare", a_id, str(second.output_dir))
+    assert "runs side by side" in side_by_side and a_id in side_by_side and b_id in side_by_side
+    assert first.dataset_sha256["train"][:12] in side_by_side and first.dataset_sha256["train"] not in side_by_side
     missing = CliRunner().invoke(app, ["runs", "show", "run-nope"])
     assert missing.exit_code == 1 and "no recorded run 'run-nope'" in missing.output
 

@@ -14,6 +14,8 @@ import openai
 import pytest
 from serve_helpers import EMOJI, Server, chat_rows, run_cli, wait_for, write_jsonl
 
+from ftlab.data.schema import file_sha256
+
 TERMINAL = ("succeeded", "failed", "cancelled")
 MAX_UPLOAD_MB = 0.25
 
@@ -54,7 +56,7 @@ def wait_terminal(client: openai.OpenAI, job_id: str):
 
 
 def test_the_hosted_fine_tuning_script_runs_unchanged(
-    client: openai.OpenAI, uploaded: dict[str, str], tiny_model_dir: Path
+    server: Server, client: openai.OpenAI, data: dict[str, Path], uploaded: dict[str, str], tiny_model_dir: Path
 ) -> None:
     f, v = uploaded["train"], uploaded["valid"]
     job = client.fine_tuning.jobs.create(
@@ -86,6 +88,15 @@ def test_the_hosted_fine_tuning_script_runs_unchanged(
     assert [c.step_number for c in checkpoints] == [4, 2]  # one per epoch, newest first
     assert checkpoints[0].fine_tuned_model_checkpoint == f"{job.fine_tuned_model}:ckpt-step-4"
     assert checkpoints[1].metrics.valid_loss is not None
+
+    # The worker recorded the job's run through the same recorder as `ftlab train`: one metric row per step,
+    # each checkpoint once, and the record completed when the job ended (code version, data hashes).
+    dashboard = f"http://127.0.0.1:{server.port}/dashboard/api/runs"
+    live = httpx.get(f"{dashboard}/{job.id}/metrics").json()
+    assert live["status"] == "succeeded" and [m["step"] for m in live["metrics"]] == [1, 2, 3, 4]
+    (run,) = httpx.get(f"{dashboard}?ids={live['id']}").json()["runs"]
+    assert run["status"] == "succeeded" and run["source"] == "service" and run["code_version"]
+    assert run["n_checkpoints"] == 2 and run["train_sha256"] == file_sha256(data["train"])
 
     (results,) = job.result_files
     csv = client.files.content(results).text

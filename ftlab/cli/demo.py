@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from ftlab.cli.output import print_table
 from ftlab.config import BUNDLED_MODEL, TrainConfig, runs_dir
 
 console = Console()
@@ -71,7 +72,7 @@ def demo_command(
                           on_model=lambda spec, n, total: console.print(f"generating with {spec.name} ({n}/{total})"))
     evaluation.write(output / "eval.json")
     report = write_report(evaluation, output / "report")
-    console.print(summary_table(evaluation))
+    print_table(console, summary_table(evaluation))
 
     base, tuned = evaluation.models[0].summary, evaluation.models[1].summary
     console.rule("[bold]Result")

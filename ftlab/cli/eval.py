@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ftlab.cli.output import print_table
 from ftlab.config import home
 from ftlab.data.schema import DataError
 from ftlab.evaluate.metrics import METRIC_HELP, parse_metrics
@@ -165,11 +166,11 @@ def eval_command(
     except (DataError, ValueError, LookupError, ImportError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from None
-    console.print(summary_table(result))
+    print_table(console, summary_table(result))
     if result.comparisons:
-        console.print(comparison_table(result))
+        print_table(console, comparison_table(result))
     for table in judge_tables(result):
-        console.print(table)
+        print_table(console, table)
     path = output or home() / "evals" / f"eval-{datetime.now(UTC):%Y%m%d-%H%M%S}.json"
     result.write(path)
     console.print(f"Per-example outputs and metrics: {path}")

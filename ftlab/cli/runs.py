@@ -3,31 +3,23 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
-from typing import Annotated, Any
+from functools import partial
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from ftlab.cli.output import print_table
+from ftlab.records import format as fmt
+
 runs_app = typer.Typer(help="Recorded training runs: list, show, compare side by side, diff.", no_args_is_help=True)
-console = Console()
+console = Console(soft_wrap=True)  # ids and paths in text lines are never broken by rich; tables fit
 
 JSON_OPTION = typer.Option("--json", help="Print JSON instead of a table.")
-
-
-def _when(ts: int | None) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M") if ts else "-"
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
-        return value[:12]  # a sha256: the first 12 hex digits identify it in a table
-    return str(value)
+# The dashboard's formats, with an ASCII '-' for a missing value in a terminal.
+_when = partial(fmt.when, missing="-")
+_fmt = partial(fmt.value, missing="-")
 
 
 def _open(refs: list[str]):
@@ -68,7 +60,7 @@ def list_command(
             table.add_row(run.id, run.status, run.source, run.base_model, run.config.get("method", "-"),
                           _fmt(run.dataset_sha256.get("train")), row.progress, _fmt(row.train_loss),
                           _fmt(row.best_valid_loss), _when(run.started_at or run.created_at))  # fmt: skip
-        console.print(table)
+        print_table(console, table)
 
 
 @runs_app.command("show")
@@ -118,7 +110,7 @@ def show_command(
             table.add_column(title, overflow="fold")
         for c in checkpoints:
             table.add_row(str(c["step"]), _fmt(c["epoch"]), _fmt(c["metrics"].get("valid_loss")), c["path"])
-        console.print(table)
+        print_table(console, table)
     for name, path in (found.artifacts or {}).items():
         if isinstance(path, str) and path.startswith("/"):
             console.print(f"artefact {name}: {path}")
@@ -157,7 +149,7 @@ def compare_command(
         if only_differences and not changed:
             continue
         table.add_row(section, name, *[_fmt(v) for v in values], style="bold yellow" if changed else None)
-    console.print(table)
+    print_table(console, table)
 
 
 @runs_app.command("diff")
@@ -183,7 +175,7 @@ def diff_command(
     for section, name, x, y in changes:
         # sha256s are shown in full here: a diff must show exactly what changed.
         before, after = "-" if x is None else x, "-" if y is None else y
-        console.print(f"{section}.{name}: [red]{before}[/] → [green]{after}[/]", highlight=False, soft_wrap=True)
+        console.print(f"{section}.{name}: [red]{before}[/] → [green]{after}[/]", highlight=False)
 
 
 @runs_app.command("export")
@@ -207,5 +199,4 @@ def export_command(
             console.print(f"[red]error:[/] {run_id}: {exc}")
             raise typer.Exit(1) from None
         verb = "exported as" if exported.created else "already in MLflow, completed:"
-        console.print(f"{run_id}: {verb} run {exported.mlflow_run_id} in experiment '{exported.experiment}'",
-                      soft_wrap=True)
+        console.print(f"{run_id}: {verb} run {exported.mlflow_run_id} in experiment '{exported.experiment}'")

@@ -115,7 +115,7 @@ def train_command(
             mlflow_client(mlflow)  # a missing MLflow client is reported before any compute is spent
         except ExportError as exc:
             fail(str(exc))
-    from ftlab.records.store import RunRecorder, record_run
+    from ftlab.records.store import RunRecorder
     from ftlab.train.recipe import new_run_dir
 
     output = output or new_run_dir()
@@ -141,7 +141,7 @@ def train_command(
     except Exception as exc:
         recorder.fail("failed", f"{type(exc).__name__}: {exc}")
         raise
-    run_id = record_run(result)
+    run_id = recorder.finish(result)
     console.print(f"Recorded as run {run_id} (`ftlab runs show` it)")
     if mlflow:
         try:

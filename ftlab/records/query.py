@@ -1,5 +1,6 @@
 """Reading the records back: find a run by any name a user has for it, list runs with their latest numbers,
-and compare or diff runs field by field. The CLI (`ftlab runs`) and the dashboard render what these return.
+compare or diff runs field by field, and what each dashboard page shows of datasets and evaluations. The CLI
+(`ftlab runs`) and the dashboard only render what these return; no query is written anywhere else.
 """
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Row, func, or_, select
 from sqlalchemy.orm import Session
 
-from ftlab.records.tables import Checkpoint, Dataset, Job, Run, RunMetric
+from ftlab.records.tables import Checkpoint, Dataset, Evaluation, EvaluationModel, Job, JobEvent, Run, RunMetric
 
 ACTIVE = ("created", "queued", "running", "validating_files")
 
@@ -80,11 +81,16 @@ class RunRow:
         }  # fmt: skip
 
 
-def list_runs(db: Session, *, limit: int = 50, offset: int = 0, status: str | None = None) -> list[RunRow]:
-    """The newest runs with their latest metrics, in a fixed number of queries however many metric rows exist."""
+def list_runs(
+    db: Session, *, limit: int = 50, offset: int = 0, status: str | None = None, ids: list[str] | None = None
+) -> list[RunRow]:
+    """The newest runs (those with `status`, or the given `ids`) with their latest metrics, in a fixed number
+    of queries however many metric rows exist."""
     query = select(Run).order_by(Run.pk.desc()).limit(limit).offset(offset)
     if status:
         query = query.where(Run.status == status)
+    if ids is not None:
+        query = query.where(Run.id.in_(ids))
     runs = list(db.scalars(query))
     return run_rows(db, runs)
 
@@ -92,6 +98,16 @@ def list_runs(db: Session, *, limit: int = 50, offset: int = 0, status: str | No
 def count_runs(db: Session, status: str | None = None) -> int:
     query = select(func.count()).select_from(Run)
     return db.scalar(query.where(Run.status == status) if status else query)
+
+
+def count(db: Session, table: type[Dataset] | type[Evaluation]) -> int:
+    """How many rows a table holds (the dashboard's page count)."""
+    return db.scalar(select(func.count()).select_from(table))
+
+
+def status_counts(db: Session) -> dict[str, int]:
+    """How many runs have each status."""
+    return dict(db.execute(select(Run.status, func.count()).group_by(Run.status)).all())
 
 
 def run_rows(db: Session, runs: list[Run]) -> list[RunRow]:
@@ -157,11 +173,121 @@ def run_metrics(db: Session, run: Run, after_step: int = 0) -> list[dict[str, An
     return [dict(zip(keys, row, strict=True)) for row in rows]
 
 
+def live_metrics(db: Session, run: Run, after_step: int = 0) -> dict[str, Any]:
+    """What a run's page polls for: its status (the job's when the service runs it), total steps, and the metric
+    rows after step `after_step` (the last one the page has)."""
+    status = db.scalar(select(Job.status).where(Job.run_pk == run.pk)) or run.status
+    total = (run.artifacts or {}).get("total_steps") or db.scalar(
+        select(func.max(RunMetric.total_steps)).where(RunMetric.run_pk == run.pk)
+    )
+    return {"id": run.id, "status": status, "total_steps": total, "metrics": run_metrics(db, run, after_step)}
+
+
 def run_datasets(db: Session, run: Run) -> list[tuple[str, str, Dataset | None]]:
     """(role, sha256, recorded dataset or None) for each data file of a run."""
     hashes = run.dataset_sha256 or {}
     known = {d.sha256: d for d in db.scalars(select(Dataset).where(Dataset.sha256.in_(list(hashes.values()))))}
     return [(role, sha, known.get(sha)) for role, sha in hashes.items()]
+
+
+def run_job(db: Session, run: Run) -> Job | None:
+    """The fine-tuning job that owns a run, when the service ran it."""
+    return db.scalar(select(Job).where(Job.run_pk == run.pk))
+
+
+def job_events(db: Session, job: Job | None, limit: int = 30) -> list[JobEvent]:
+    """A job's newest events, newest first."""
+    if job is None:
+        return []
+    return list(db.scalars(select(JobEvent).where(JobEvent.job_pk == job.pk).order_by(JobEvent.pk.desc()).limit(limit)))
+
+
+def run_evaluations(db: Session, run: Run, limit: int = 20) -> list[Row[tuple[str, int, str, dict, str | None]]]:
+    """(evaluation id, created at, model name, model summary, headline metric) for each evaluation of a model
+    this run trained, newest first."""
+    return list(
+        db.execute(
+            select(Evaluation.id, Evaluation.created_at, EvaluationModel.name, EvaluationModel.summary,
+                   Evaluation.headline)
+            .join(EvaluationModel, EvaluationModel.evaluation_pk == Evaluation.pk)
+            .where(EvaluationModel.run_pk == run.pk)
+            .order_by(Evaluation.pk.desc())
+            .limit(limit)
+        ).all()
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Datasets and evaluations
+# ---------------------------------------------------------------------------------------------------------
+
+
+def list_datasets(db: Session, *, limit: int = 50, offset: int = 0) -> list[Dataset]:
+    """Datasets, the most recently seen first."""
+    return list(db.scalars(select(Dataset).order_by(Dataset.last_seen_at.desc()).limit(limit).offset(offset)))
+
+
+def find_dataset(db: Session, prefix: str) -> Dataset:
+    """A dataset by its sha256 or a prefix of at least 8 hex digits."""
+    found = db.scalar(select(Dataset).where(Dataset.sha256.startswith(prefix)).limit(1)) if len(prefix) >= 8 else None
+    if found is None:
+        raise LookupError(f"no dataset {prefix}")
+    return found
+
+
+def dataset_usage(db: Session) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """Which runs used each dataset hash (oldest first), and how many evaluations tested on it."""
+    used: dict[str, list[str]] = {}
+    for run_id, hashes in db.execute(select(Run.id, Run.dataset_sha256).order_by(Run.pk)):
+        for sha in (hashes or {}).values():
+            used.setdefault(sha, []).append(run_id)
+    tested = dict(db.execute(select(Evaluation.test_sha256, func.count()).group_by(Evaluation.test_sha256)).all())
+    return used, tested
+
+
+def dataset_runs(db: Session, dataset: Dataset, limit: int = 50) -> tuple[list[Run], int]:
+    """The newest runs that trained or validated on a dataset (newest first), and how many did in all."""
+    ids = dataset_usage(db)[0].get(dataset.sha256, [])
+    return list(db.scalars(select(Run).where(Run.id.in_(ids[-limit:])).order_by(Run.pk.desc()))), len(ids)
+
+
+def dataset_evaluations(db: Session, dataset: Dataset) -> list[Evaluation]:
+    """Evaluations that tested on a dataset, newest first."""
+    return list(
+        db.scalars(select(Evaluation).where(Evaluation.test_sha256 == dataset.sha256).order_by(Evaluation.pk.desc()))
+    )
+
+
+def list_evaluations(db: Session, *, limit: int = 50, offset: int = 0) -> list[Evaluation]:
+    """Evaluations, newest first."""
+    return list(db.scalars(select(Evaluation).order_by(Evaluation.pk.desc()).limit(limit).offset(offset)))
+
+
+def evaluation_models(db: Session, evaluations: list[Evaluation]) -> dict[int, list[tuple[str, dict[str, Any]]]]:
+    """(model name, summary) of each evaluation's models in order, by evaluation pk, without loading the
+    per-example outputs."""
+    models: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+    if not evaluations:
+        return models
+    for eval_pk, name, summary in db.execute(
+        select(EvaluationModel.evaluation_pk, EvaluationModel.name, EvaluationModel.summary)
+        .where(EvaluationModel.evaluation_pk.in_([e.pk for e in evaluations]))
+        .order_by(EvaluationModel.position)
+    ):
+        models.setdefault(eval_pk, []).append((name, summary))
+    return models
+
+
+def find_evaluation(db: Session, eval_id: str) -> Evaluation:
+    evaluation = db.scalar(select(Evaluation).where(Evaluation.id == eval_id))
+    if evaluation is None:
+        raise LookupError(f"no evaluation {eval_id}")
+    return evaluation
+
+
+def run_ids(db: Session, pks: list[int]) -> dict[int, str]:
+    """The public id of each run primary key (an evaluated model links to the run that trained it)."""
+    return dict(db.execute(select(Run.pk, Run.id).where(Run.pk.in_(pks))).all()) if pks else {}
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """Writing the records: every dataset (by sha256), training run and evaluation, into the service's database.
 
-`record_run`, `record_eval` and `record_dataset` are what the CLI, the service's worker and Python callers
-call once a piece of work is done. Each is idempotent — a run is known by its folder, a dataset by its sha256 —
-so recording again (a resumed run, the worker after its live updates) completes the record instead of
-duplicating it. Each opens its own transaction: on SQLite the engine's `BEGIN IMMEDIATE` queues concurrent
-writers on the busy timeout; on PostgreSQL a lost race for a new dataset row is retried once.
+`RunRecorder` records a training run while it trains and completes it at the end (the CLI and the service's
+worker both use it); `record_run`, `record_eval` and `record_dataset` record a piece of work once it is done.
+Each is idempotent — a run is known by its folder, a dataset by its sha256 — so recording again (a resumed
+run, a run recorded live) completes the record instead of duplicating it. Each opens its own transaction
+(unless handed the caller's): on SQLite the engine's `BEGIN IMMEDIATE` queues concurrent writers on the busy
+timeout; on PostgreSQL a lost race for a new dataset row is retried once.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import platform
 import subprocess
 from collections import Counter
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -42,8 +44,9 @@ from ftlab.records.tables import (
 
 if TYPE_CHECKING:
     from ftlab.evaluate.run import EvalResult
-    from ftlab.train.recipe import TrainResult
+    from ftlab.train.recipe import TrainEvent, TrainResult
 
+DataFile = tuple[Path, str, dict[str, Any], dict[str, Any] | None]  # path, sha256, summary, token stats
 MAX_FINDINGS_KEPT = 50  # a dataset's record keeps the first findings; `ftlab data validate --json` lists all
 METRIC_FIELDS = ("train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy")
 
@@ -185,7 +188,192 @@ def _run_for_folder(db: Session, folder: Path) -> Run | None:
     return db.scalar(select(Run).where(Run.output_dir.in_({str(folder), str(folder.resolve())})))
 
 
-def add_metric_row(db: Session, run_pk: int, data: dict[str, Any]) -> None:
+class RunRecorder:
+    """Records one training run: live from the recipe's events while it trains, completed by `finish`.
+
+    `ftlab train`, the service's worker and `record_run` all record through it. Pass `on_event` to `train()`:
+    the run appears (status `running`) once the recipe has written the folder's config.json, then each metrics
+    row and checkpoint as the recipe emits it; `finish(result)` adds what only the end knows — status, data
+    files (by sha256, with token counts), artefacts, and any metrics or checkpoints not yet recorded.
+
+    What is already recorded is known by identity, never by counting rows: the run by its folder (a resumed
+    run, or one the service created before training, is continued rather than duplicated), a metric row by its
+    step (rows at or past a resumed step are replaced, so the curve never doubles back), a checkpoint by its step.
+
+    `also(db, event, checkpoint)` runs in the same transaction after each event is written, with the checkpoint's
+    row for a checkpoint event (otherwise None): the service's worker writes its job events there. `warn` gets
+    one message when the database cannot be written while training, and training goes on (the run is recorded
+    at the end); without `warn`, that error stops training.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | Path,
+        source: str = "cli",
+        *,
+        url: str | None = None,
+        warn: Callable[[str], None] | None = None,
+        also: Callable[[Session, TrainEvent, Checkpoint | None], None] | None = None,
+    ) -> None:
+        self.folder = Path(output_dir)
+        self.source = source
+        self.url = url
+        self.warn = warn
+        self.also = also
+        self.run_pk: int | None = None
+        self.failed = False
+        self.last_metrics: dict[str, Any] = {}
+
+    def on_event(self, event: TrainEvent) -> None:
+        """Record one of the recipe's events (pass this as `train(on_event=…)`)."""
+        if event.type == "metrics":
+            self.last_metrics = {k: v for k, v in event.data.items() if v is not None}
+        self._guarded(lambda: self._write(event), "not recording this run live ({}); it is recorded at the end")
+
+    def fail(self, status: str, error: str | None = None, db: Session | None = None) -> None:
+        """Mark the run as ended without a result (`cancelled`, or `failed` with `error`), in `db` when given.
+        A run not recorded yet (training stopped before its settings were written) is left unrecorded."""
+
+        def mark() -> None:
+            with self._session(db) as session:
+                run = _run_for_folder(session, self.folder)
+                if run is not None:
+                    run.status, run.error, run.finished_at = status, error, now()
+
+        self._guarded(mark, "could not record how this run ended ({})")
+
+    def finish(self, result: TrainResult, db: Session | None = None) -> str:
+        """Complete the run's record from the result and its folder and return the run's id. In `db` when given
+        (the worker completes the run in the transaction that ends its job), else in a transaction of its own.
+
+        Recorded: the resolved config, the sha256 of each data file (recorded as datasets too, with the run's
+        token counts), code version, machine, start and end, status, metrics per step and checkpoints (those
+        not recorded live), and artefact paths."""
+        info = self._info()
+        rows = read_metrics_csv(result.metrics_csv)
+        live = self.run_pk is not None and not self.failed
+        data_files = [] if live else _data_files(info)  # a run recorded live recorded its data when it started
+        with self._session(db) as session:
+            run = self._run(session, result.config.model)
+            self._describe(session, run, info, data_files)
+            run.status = result.status
+            run.config = result.config.model_dump(mode="json")
+            run.dataset_sha256 = dict(result.dataset_sha256)
+            run.trained_tokens = result.trained_tokens
+            run.finished_at = _timestamp(info.get("finished_at")) or now()
+            artifacts = {
+                "metrics_csv": result.metrics_csv,
+                "loss_png": self.folder / "loss.png",
+                "final_dir": result.final_dir,
+                "best_checkpoint": result.best_checkpoint.path if result.best_checkpoint else None,
+            }
+            run.artifacts = {
+                **run.artifacts,
+                **{k: str(v) for k, v in artifacts.items() if v is not None and Path(v).exists()},
+                "stopped_early": result.stopped_early,
+            }
+            _complete_metrics(session, run.pk, rows, info.get("total_steps"))
+            for checkpoint in result.checkpoints:
+                _checkpoint_row(session, run.pk, checkpoint.to_dict())
+            return run.id
+
+    def _guarded(self, write: Callable[[], None], message: str) -> None:
+        if self.failed:
+            return
+        try:
+            write()
+        except Exception as exc:  # with `warn`, the records are a convenience: the run folder is the source of truth
+            if self.warn is None:
+                raise
+            self.failed = True
+            self.warn(message.format(f"{type(exc).__name__}: {exc}"))
+
+    def _session(self, db: Session | None) -> AbstractContextManager[Session]:
+        if db is not None:
+            return nullcontext(db)
+        self.url = _ready(self.url or database_url())
+        return session_scope(self.url)
+
+    def _info(self) -> dict[str, Any]:
+        """The run folder's config.json: the recipe's resolved settings, data files, machine and times."""
+        path = self.folder / "config.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def _write(self, event: TrainEvent) -> None:
+        started = self.run_pk is not None or (self.folder / "config.json").exists()
+        if not started and self.also is None:
+            return  # nothing to record before the recipe has resolved and written its settings
+        info = self._info() if started and self.run_pk is None else None
+        data_files = _data_files(info) if info else []  # read before the transaction: it holds the write lock
+        with self._session(None) as db:
+            checkpoint = None
+            if info is not None:
+                self._start(db, info, data_files)
+            if started and event.type == "metrics":
+                _add_metric_row(db, self.run_pk, self.last_metrics)
+            elif started and event.type == "checkpoint":
+                checkpoint = _checkpoint_row(db, self.run_pk, event.data, self.last_metrics)
+            if self.also is not None:
+                self.also(db, event, checkpoint)
+
+    def _start(self, db: Session, info: dict[str, Any], data_files: list[DataFile]) -> None:
+        run = self._run(db, info["config"]["model"])
+        self._describe(db, run, info, data_files)
+        run.status, run.finished_at, run.error = "running", None, None
+        run.machine = {**run.machine, "pid": os.getpid()}
+        db.flush()
+        self.run_pk = run.pk
+
+    def _run(self, db: Session, model: str) -> Run:
+        """The run recorded for this folder, or a new one."""
+        run = _run_for_folder(db, self.folder)
+        if run is None:
+            run = Run(id=new_id("run-"), source=self.source, base_model=model, config={}, artifacts={},
+                      output_dir=str(self.folder.resolve()))  # fmt: skip
+            db.add(run)
+            db.flush()
+        return run
+
+    def _describe(self, db: Session, run: Run, info: dict[str, Any], data_files: list[DataFile]) -> None:
+        """What config.json tells: settings, data files, machine, start, and the run's size."""
+        for path, sha256, summary, stats in data_files:
+            _upsert_dataset(db, path, sha256, summary, stats, keep_summary=True)
+        if "config" in info:
+            run.config = info["config"]
+        run.dataset_sha256 = info.get("dataset_sha256") or run.dataset_sha256 or {}
+        run.code_version = run.code_version or code_version()
+        run.machine = {**(run.machine or {}), **info.get("machine", {}), "hostname": platform.node()}
+        run.started_at = run.started_at or _timestamp(info.get("started_at")) or now()
+        run.artifacts = {
+            **(run.artifacts or {}), "total_steps": info.get("total_steps"), "learning_rate": info.get("learning_rate"),
+            **({"config_json": str(self.folder / "config.json")} if info else {}),
+        }  # fmt: skip
+
+
+def record_run(result: TrainResult, source: str = "cli", *, url: str | None = None) -> str:
+    """Record a finished (or cancelled) training run that was not watched while it trained, and return its id.
+    A run already recorded for the same folder is completed rather than duplicated (see `RunRecorder`)."""
+    return RunRecorder(result.output_dir, source, url=url).finish(result)
+
+
+def _data_files(info: dict[str, Any]) -> list[DataFile]:
+    """(path, sha256, quick summary, token stats) of each data file named in a run's config.json that is still
+    there unchanged; the training file carries the run's token counts for its tokenizer."""
+    found = []
+    config, hashes = info.get("config", {}), info.get("dataset_sha256", {})
+    for role, key in (("train", "train_file"), ("validation", "validation_file")):
+        file = info.get(key)
+        if file and Path(file).exists() and file_sha256(file) == hashes.get(role):
+            stats = None
+            if role == "train" and "train_tokens_per_epoch" in info:
+                stats = {"tokenizer": config.get("model"), "max_length": config.get("max_length"),
+                         "n_examples": info.get("n_train_examples"), "tokens": info["train_tokens_per_epoch"],
+                         "trained_tokens": info.get("trained_tokens_per_epoch")}  # fmt: skip
+            found.append((Path(file).resolve(), hashes[role], summarize_dataset(file), stats))
+    return found
+
+
+def _add_metric_row(db: Session, run_pk: int, data: dict[str, Any]) -> None:
     """One metrics row as the recipe emits it. Rows at or past its step are from an attempt that was cut
     short and resumed from an earlier checkpoint: they are replaced, so the curve never doubles back."""
     step = int(data["step"])
@@ -194,158 +382,32 @@ def add_metric_row(db: Session, run_pk: int, data: dict[str, Any]) -> None:
                      data=data, **{k: data.get(k) for k in METRIC_FIELDS}))  # fmt: skip
 
 
-def add_checkpoint_row(
-    db: Session, run_pk: int, data: dict[str, Any], *, job_pk: int | None = None, model_name: str | None = None,
-    metrics: dict[str, Any] | None = None,
-) -> bool:
-    """A checkpoint event's row (once per step); False when that step's checkpoint was already recorded."""
-    step = int(data["step"])
-    if db.scalar(select(Checkpoint.pk).where(Checkpoint.run_pk == run_pk, Checkpoint.step == step)) is not None:
-        return False
-    db.add(Checkpoint(id=new_id("ftckpt-"), run_pk=run_pk, job_pk=job_pk, step=step, epoch=data.get("epoch"),
-                      path=str(data["path"]), metrics={**(metrics or {}), **data.get("metrics", {})},
-                      model_name=model_name))  # fmt: skip
-    return True
-
-
-class RunRecorder:
-    """Records a training run while it trains, so `ftlab serve`'s dashboard draws its loss curve live.
-
-    Pass `on_event` to `train()`: the run appears (status `running`) once the recipe has written the folder's
-    config.json, then each metrics row and checkpoint as the recipe emits it; `record_run` completes the record
-    at the end. A database that cannot be written is reported once through `warn` and never stops training.
-    """
-
-    def __init__(self, output_dir: str | Path, source: str = "cli", *, url: str | None = None,
-                 warn: Callable[[str], None] | None = None) -> None:  # fmt: skip
-        self.folder = Path(output_dir).resolve()
-        self.source = source
-        self.url = url
-        self.warn = warn or (lambda message: None)
-        self.run_pk: int | None = None
-        self.failed = False
-
-    def on_event(self, event: Any) -> None:
-        if self.failed:
-            return
-        try:
-            self._write(event)
-        except Exception as exc:  # the records are a convenience; the run folder is the source of truth
-            self.failed = True
-            self.warn(f"not recording this run live ({type(exc).__name__}: {exc}); it is recorded at the end")
-
-    def _write(self, event: Any) -> None:
-        if self.run_pk is None and not (self.folder / "config.json").exists():
-            return  # nothing to record before the recipe has resolved and written its settings
-        self.url = _ready(self.url or database_url())
-        with session_scope(self.url) as db:
-            if self.run_pk is None:
-                self.run_pk = self._start(db)
-            if event.type == "metrics":
-                add_metric_row(db, self.run_pk, {k: v for k, v in event.data.items() if v is not None})
-            elif event.type == "checkpoint":
-                add_checkpoint_row(db, self.run_pk, event.data)
-
-    def _start(self, db: Session) -> int:
-        info = json.loads((self.folder / "config.json").read_text())
-        config = info["config"]
-        run = _run_for_folder(db, self.folder)  # a resumed run continues its record
-        if run is None:
-            run = Run(id=new_id("run-"), source=self.source, base_model=config["model"], config=config,
-                      output_dir=str(self.folder))  # fmt: skip
-            db.add(run)
-        run.status, run.finished_at, run.error = "running", None, None
-        run.config, run.dataset_sha256 = config, info.get("dataset_sha256", {})
-        run.code_version = code_version()
-        run.machine = {**info.get("machine", {}), "hostname": platform.node(), "pid": os.getpid()}
-        run.started_at = run.started_at or _timestamp(info.get("started_at")) or now()
-        run.artifacts = {
-            **(run.artifacts or {}), "config_json": str(self.folder / "config.json"),
-            "total_steps": info.get("total_steps"), "learning_rate": info.get("learning_rate"),
-        }  # fmt: skip
-        db.flush()
-        return run.pk
-
-    def fail(self, status: str, error: str | None = None) -> None:
-        """Mark the run as ended without a result (interrupted, or failed with `error`)."""
-        if self.run_pk is None or self.failed:
-            return
-        with session_scope(self.url) as db:
-            run = db.get(Run, self.run_pk)
-            run.status, run.error, run.finished_at = status, error, now()
-
-
-def record_run(result: TrainResult, source: str = "cli", *, url: str | None = None) -> str:
-    """Record a finished (or cancelled) training run and return its id.
-
-    Everything comes from the result and its run folder: the resolved config, the sha256 of each data file
-    (recorded as datasets too, with the run's token counts), code version, machine, start and end, status,
-    metrics per step (from metrics.csv, unless the service already recorded them live), checkpoints and
-    artefact paths. A run the service created (same folder) is completed rather than duplicated.
-    """
-    folder = Path(result.output_dir)
-    info_path = folder / "config.json"
-    info = json.loads(info_path.read_text()) if info_path.exists() else {}
-    rows = read_metrics_csv(result.metrics_csv)
-    datasets = []
-    for role, key in (("train", "train_file"), ("validation", "validation_file")):
-        file = info.get(key)
-        if file and Path(file).exists() and file_sha256(file) == result.dataset_sha256.get(role):
-            stats = None
-            if role == "train" and "train_tokens_per_epoch" in info:
-                stats = {"tokenizer": result.config.model, "max_length": result.config.max_length,
-                         "n_examples": info.get("n_train_examples"), "tokens": info["train_tokens_per_epoch"],
-                         "trained_tokens": info.get("trained_tokens_per_epoch")}  # fmt: skip
-            datasets.append((Path(file).resolve(), result.dataset_sha256[role], summarize_dataset(file), stats))
-
-    url = _ready(url or database_url())
-    with session_scope(url) as db:
-        for path, sha256, summary, stats in datasets:
-            _upsert_dataset(db, path, sha256, summary, stats, keep_summary=True)
-        run = _run_for_folder(db, folder)
-        if run is None:
-            run = Run(id=new_id("run-"), source=source, base_model=result.config.model, config={},
-                      output_dir=str(folder.resolve()))  # fmt: skip
-            db.add(run)
-            db.flush()
-        run.status = result.status
-        run.config = result.config.model_dump(mode="json")
-        run.dataset_sha256 = dict(result.dataset_sha256)
-        run.trained_tokens = result.trained_tokens
-        run.code_version = run.code_version or code_version()
-        run.machine = {**(run.machine or {}), **info.get("machine", {}), "hostname": platform.node()}
-        run.started_at = run.started_at or _timestamp(info.get("started_at")) or now()
-        run.finished_at = _timestamp(info.get("finished_at")) or now()
-        artifacts = {
-            "config_json": info_path,
-            "metrics_csv": result.metrics_csv,
-            "loss_png": folder / "loss.png",
-            "final_dir": result.final_dir,
-            "best_checkpoint": result.best_checkpoint.path if result.best_checkpoint else None,
-        }
-        run.artifacts = {
-            **(run.artifacts or {}),
-            **{k: str(v) for k, v in artifacts.items() if v is not None and Path(v).exists()},
-            "stopped_early": result.stopped_early,
-            "learning_rate": info.get("learning_rate"),
-            "total_steps": info.get("total_steps"),
-        }
-        _record_metrics(db, run, rows)
-        for checkpoint in result.checkpoints:
-            add_checkpoint_row(db, run.pk, checkpoint.to_dict())
-        return run.id
-
-
-def _record_metrics(db: Session, run: Run, rows: list[dict[str, Any]]) -> None:
-    """Keep the rows already recorded when they cover the same steps (the worker writes them live, with more
-    detail); otherwise replace them with the CSV's."""
-    recorded = db.scalar(select(func.count()).select_from(RunMetric).where(RunMetric.run_pk == run.pk))
-    if recorded == len(rows):
+def _complete_metrics(db: Session, run_pk: int, rows: list[dict[str, Any]], total_steps: int | None) -> None:
+    """Add metrics.csv's rows for the steps not recorded yet; rows recorded live (with more detail) stay. The
+    CSV holds every step of the finished run, so a recorded step it lacks is from a cut attempt and goes."""
+    if not rows:
         return
-    db.execute(delete(RunMetric).where(RunMetric.run_pk == run.pk))
-    total = max((r["step"] for r in rows), default=None)
-    db.add_all(RunMetric(run_pk=run.pk, step=r["step"], total_steps=total, data={}, **{k: r[k] for k in METRIC_FIELDS})
-               for r in rows)  # fmt: skip
+    recorded = set(db.scalars(select(RunMetric.step).where(RunMetric.run_pk == run_pk)))
+    stale = recorded - {r["step"] for r in rows}
+    if stale:
+        db.execute(delete(RunMetric).where(RunMetric.run_pk == run_pk, RunMetric.step.in_(stale)))
+    db.add_all(RunMetric(run_pk=run_pk, step=r["step"], total_steps=total_steps, data={},
+                         **{k: r[k] for k in METRIC_FIELDS})
+               for r in rows if r["step"] not in recorded)  # fmt: skip
+
+
+def _checkpoint_row(
+    db: Session, run_pk: int, data: dict[str, Any], metrics: dict[str, Any] | None = None
+) -> Checkpoint:
+    """The row of a checkpoint event, added the first time its step is seen. `metrics`: the newest metrics
+    row, kept with the checkpoint's own numbers."""
+    step = int(data["step"])
+    row = db.scalar(select(Checkpoint).where(Checkpoint.run_pk == run_pk, Checkpoint.step == step))
+    if row is None:
+        row = Checkpoint(id=new_id("ftckpt-"), run_pk=run_pk, step=step, epoch=data.get("epoch"),
+                         path=str(data["path"]), metrics={**(metrics or {}), **data.get("metrics", {})})  # fmt: skip
+        db.add(row)
+    return row
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -18,17 +18,21 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from ftlab.config import TrainConfig
 from ftlab.records.db import init_db, session_scope
-from ftlab.records.store import add_checkpoint_row, add_metric_row, record_run
+from ftlab.records.store import RunRecorder
 from ftlab.records.tables import Checkpoint, Job, RunMetric, now
 from ftlab.serve.catalog import checkpoint_model_name, fine_tuned_model_name
 from ftlab.serve.files import get_file, register_result_file, stored_path
 from ftlab.serve.jobs import add_event
+
+if TYPE_CHECKING:
+    from ftlab.train.recipe import TrainEvent, TrainResult
 
 log = logging.getLogger("ftlab.worker")
 
@@ -116,36 +120,32 @@ def claim_next_job(db: Session, worker_id: str) -> int | None:
     return candidate if claimed.rowcount == 1 else None
 
 
-class JobRecorder:
-    """Writes a running job's training events into the database: job events, run metrics, checkpoints."""
+class JobProgress:
+    """What the service adds to a run's record while its job trains: the job's events (OpenAI's
+    `fine_tuning.job.event` rows), checkpoint model names, the estimated finish and a heartbeat per event. Its
+    `write` is the run recorder's `also` (same transaction); `should_stop` tells the recipe to stop."""
 
     def __init__(self, job_pk: int, worker: Worker) -> None:
         self.job_pk = job_pk
         self.worker = worker
         self.started = time.time()
         self.first_step: int | None = None
-        self.last_metrics: dict = {}
         self.lost = False  # another worker took the job over: stop and write nothing final
 
-    def on_event(self, event) -> None:
-        with session_scope() as db:
-            job = db.get(Job, self.job_pk)
+    def write(self, db: Session, event: TrainEvent, checkpoint: Checkpoint | None) -> None:
+        job = db.get(Job, self.job_pk)
+        if event.type == "metrics":
+            data = {k: v for k, v in event.data.items() if v is not None}
+            add_event(db, job, event.message, type="metrics", data=data)
+            self._estimate_finish(job, data)
+        elif checkpoint is not None:
+            checkpoint.job_pk, checkpoint.model_name = job.pk, checkpoint_model_name(job, checkpoint.step)
+            public = {k: v for k, v in event.data.items() if k != "path"}  # server paths stay private
+            add_event(db, job, event.message or f"Checkpoint created at step {checkpoint.step}", data=public)
+        elif "status" not in event.data:  # the recipe's own closing line: the worker writes the job's
             level = {"warning": "warn", "error": "error"}.get(event.type, "info")
-            if event.type == "metrics":
-                data = {k: v for k, v in event.data.items() if v is not None}
-                self.last_metrics = data
-                add_event(db, job, event.message, type="metrics", data=data)
-                add_metric_row(db, job.run_pk, data)
-                self._estimate_finish(job, data)
-            elif event.type == "checkpoint":
-                step = int(event.data["step"])
-                add_checkpoint_row(db, job.run_pk, event.data, job_pk=job.pk, metrics=self.last_metrics,
-                                   model_name=checkpoint_model_name(job, step))  # fmt: skip
-                public = {k: v for k, v in event.data.items() if k != "path"}  # server paths stay private
-                add_event(db, job, event.message or f"Checkpoint created at step {step}", data=public)
-            elif "status" not in event.data:  # the recipe's own closing line: the worker writes the job's
-                add_event(db, job, event.message, level=level, data=_jsonable(event.data) or None)
-            job.heartbeat_at = time.time()
+            add_event(db, job, event.message, level=level, data=_jsonable(event.data) or None)
+        job.heartbeat_at = time.time()
 
     def _estimate_finish(self, job: Job, data: dict) -> None:
         step, total = data.get("step"), data.get("total_steps")
@@ -247,12 +247,11 @@ class Worker:
             add_event(
                 db, job, "Resuming fine-tuning job from its last checkpoint" if resume else "Fine-tuning job started"
             )
-            run.status = "running"
-            run.started_at = run.started_at or now()
             job_id = job.id
         log.info("running %s (%s)", job_id, "resume" if resume else "fresh")
 
-        recorder = JobRecorder(job_pk, self)
+        progress = JobProgress(job_pk, self)
+        recorder = RunRecorder(output_dir, source="service", also=progress.write)
         done = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(job_pk, done), daemon=True)
         beat.start()
@@ -263,7 +262,7 @@ class Worker:
                 validation_file,
                 output_dir,
                 on_event=recorder.on_event,
-                should_stop=recorder.should_stop,
+                should_stop=progress.should_stop,
                 resume=resume,
                 progress=False,
             )
@@ -275,7 +274,7 @@ class Worker:
                     message = f"Training failed: {type(exc).__name__}: {exc}"
                     job.status, job.finished_at, job.worker_id = "failed", now(), None
                     job.error = {"code": "training_failed", "message": message, "param": None}
-                    job.run.status, job.run.finished_at, job.run.error = "failed", now(), message
+                    recorder.fail("failed", message, db)
                     add_event(db, job, message, level="error")
             self._export(job_pk)
             return
@@ -288,8 +287,10 @@ class Worker:
                 log.warning("job %s was taken over by %s; leaving it alone", job_id, job.worker_id)
                 return
             ended = result.status == "succeeded" or job.cancel_requested
+            if ended:  # the run's record is complete in the same transaction as the job's end
+                recorder.finish(result, db)
             if result.status == "cancelled" and job.cancel_requested:
-                job.status, job.finished_at, job.run.status = "cancelled", now(), "cancelled"
+                job.status, job.finished_at = "cancelled", now()
                 add_event(db, job, "Fine-tuning job cancelled")
             elif result.status == "cancelled":  # this worker is shutting down: hand the job to the next one
                 job.attempts -= 1
@@ -297,11 +298,7 @@ class Worker:
             else:
                 self._succeed(db, job, result)
             job.worker_id = None
-        if ended:  # complete the run's record: code version, machine, data files with token counts, artefacts
-            try:
-                record_run(result, source="service")
-            except Exception:  # the job itself is done and recorded as such; the extra record is not worth failing
-                log.exception("job %s ended but its run record could not be completed", job_id)
+        if ended:
             self._export(job_pk)
 
     def _export(self, job_pk: int) -> None:
@@ -324,21 +321,11 @@ class Worker:
             with session_scope() as db:
                 add_event(db, db.get(Job, job_pk), message, level=level)
 
-    def _succeed(self, db: Session, job: Job, result) -> None:
-        run = job.run
+    def _succeed(self, db: Session, job: Job, result: TrainResult) -> None:
         results = register_result_file(db, Path(result.metrics_csv), filename="step_metrics.csv")
         job.fine_tuned_model = fine_tuned_model_name(job)
         job.result_files = [results.id]
         job.trained_tokens = result.trained_tokens
         job.status, job.finished_at = "succeeded", now()
-        run.status, run.finished_at = "succeeded", now()
-        run.trained_tokens = result.trained_tokens
-        run.config = result.config.model_dump(mode="json")
-        run.artifacts = {
-            "final_dir": str(result.final_dir),
-            "metrics_csv": str(result.metrics_csv),
-            "best_checkpoint": str(result.best_checkpoint.path) if result.best_checkpoint else None,
-            "result_file": results.id,
-        }
         add_event(db, job, f"New fine-tuned model created: {job.fine_tuned_model}")
         add_event(db, job, "The job has successfully completed")

@@ -1,0 +1,17 @@
+"""Printing rich tables the same way in every command: fitted to the terminal on a terminal; at their natural
+width into a pipe or a file, so ids, hashes and paths come out whole for `grep`, `cut` and copy-paste."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+PIPED_MAX_WIDTH = 10_000  # wide enough for any table; a table never pads itself to the console's width
+
+
+def print_table(console: Console, table: Table) -> None:
+    """Print `table` on `console`; when that is not a terminal, without wrapping or folding any cell."""
+    if console.is_terminal:
+        console.print(table)
+    else:  # rich lays out to the console's width (80 columns when it cannot ask a terminal)
+        Console(file=console.file, width=PIPED_MAX_WIDTH).print(table)
