@@ -13,7 +13,7 @@ from ftlab.cli.main import app
 from ftlab.data import validate as validate_module
 from ftlab.data.labels import read_labels
 from ftlab.data.schema import DataError
-from ftlab.data.validate import CHECKS, example_count_finding, validate_file
+from ftlab.data.validate import CHECKS, example_count_finding, server_min_examples, validate_file
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -132,7 +132,11 @@ def test_fewer_than_ten_examples_is_an_error_for_openai_and_a_warning_for_a_loca
     assert checks(validate_file(blank, None), "error")["too_few_examples"][0].message == "the file has no examples"
 
 
-def test_the_minimum_example_rule() -> None:
+def test_the_minimum_example_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FTLAB_MIN_TRAINING_EXAMPLES", raising=False)
+    assert server_min_examples() == 10
+    monkeypatch.setenv("FTLAB_MIN_TRAINING_EXAMPLES", "2")
+    assert server_min_examples() == 2
     assert example_count_finding(10, 10) is None and example_count_finding(3, 2) is None
     assert example_count_finding(1, 10).message == "only 1 example; at least 10 are required"
     assert example_count_finding(0, None).severity == "error"
