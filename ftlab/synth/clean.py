@@ -119,4 +119,3 @@ def is_repetitive(text: str) -> bool:
     than REPETITION_RATIO times. Short texts are left alone: zlib's header alone makes their ratio low."""
     data = text.encode()
     return len(data) >= 64 and len(data) / len(zlib.compress(data)) > REPETITION_RATIO
-
