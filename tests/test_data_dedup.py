@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 
 from ftlab.cli.main import app
 from ftlab.data.dedup import dedup_file, leakage
+from ftlab.data.near_dup import example_key, normalise
+from ftlab.data.schema import parse_example
 
 TOKYO = "東京は日本の首都で、人口は約1400万人です。毎年多くの観光客が訪れます。"
 TOKYO_NEAR = "東京は日本の首都であり、人口は約1400万人です。毎年多くの観光客が訪れます。"
@@ -78,3 +80,24 @@ def test_cli_dedup(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "kept 15, dropped 2" in result.output
     assert len(out.read_text(encoding="utf-8").splitlines()) == 15
+
+
+def test_one_normalisation_and_one_exact_duplicate() -> None:
+    assert normalise("What port, SSTP?") == normalise("what  port sstp") == "what port sstp"
+    assert normalise("ＳＳＴＰ。") == "sstp" and normalise("「東京」です、はい。") == "東京ですはい"
+    assert normalise("Straße") == normalise("STRASSE")  # case-folded, not just lower-cased
+    assert normalise("😍") != normalise("😡") and normalise("1+1=2") != normalise("11=2")  # symbols carry meaning
+
+    def key(*messages: tuple[str, str], prompt_only: bool = False) -> int:
+        example = parse_example({"messages": [{"role": r, "content": c} for r, c in messages]})
+        return example_key(example, prompt_only=prompt_only)
+
+    assert key(("user", "Capital of France?"), ("assistant", "Paris.")) == key(
+        ("user", "capital of  FRANCE"), ("assistant", "paris")
+    )
+    assert key(("user", "Hi"), ("assistant", "😍")) != key(("user", "Hi"), ("assistant", "😡"))
+    assert key(("system", "A"), ("user", "Hi"), ("assistant", "Yo")) != key(("user", "Hi"), ("assistant", "Yo"))
+    assert key(("user", "Hi"), ("assistant", "Yo")) != key(("assistant", "Hi"), ("assistant", "Yo"))
+    assert key(("user", "Hi"), ("assistant", "Yo"), prompt_only=True) == key(
+        ("user", "hi!"), ("assistant", "Bye"), prompt_only=True
+    )

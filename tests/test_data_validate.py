@@ -11,7 +11,11 @@ from typer.testing import CliRunner
 
 from ftlab.cli.main import app
 from ftlab.data import validate as validate_module
-from ftlab.data.validate import validate_file
+from ftlab.data.labels import read_labels
+from ftlab.data.schema import DataError
+from ftlab.data.validate import CHECKS, example_count_finding, server_min_examples, validate_file
+
+REPO = Path(__file__).resolve().parents[1]
 
 OPENAI = "gpt-4o-mini"  # tiktoken counts: no model to load
 
@@ -110,6 +114,7 @@ def test_empty_reply_and_conversation_not_ending_with_assistant(tmp_path: Path) 
         ([12], "error", 2),
         ([13], "warning", 1),
     ]
+    assert "empty_user" not in checks(report)
     tail = checks(report)["not_ending_with_assistant"]
     assert [(f.lines, f.message_index, f.severity) for f in tail] == [([14], 2, "warning")]
     assert "'user'" in tail[0].message
@@ -118,9 +123,24 @@ def test_empty_reply_and_conversation_not_ending_with_assistant(tmp_path: Path) 
 def test_fewer_than_ten_examples_is_an_error_for_openai_and_a_warning_for_a_local_model(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "few.jsonl", good_rows(9))
     report = validate_file(path, OPENAI)
-    assert not report.ok and checks(report, "error")["too_few_examples"][0].message == "only 9 valid examples"
+    assert not report.ok
+    assert checks(report, "error")["too_few_examples"][0].message == "only 9 examples; at least 10 are required"
     local = validate_file(path, None)  # ftlab trains on any number of examples
     assert local.ok and "OpenAI would refuse" in checks(local, "warning")["too_few_examples"][0].fix
+    blank = tmp_path / "blank.jsonl"
+    blank.write_text("\n  \n")
+    assert checks(validate_file(blank, None), "error")["too_few_examples"][0].message == "the file has no examples"
+
+
+def test_the_minimum_example_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FTLAB_MIN_TRAINING_EXAMPLES", raising=False)
+    assert server_min_examples() == 10
+    monkeypatch.setenv("FTLAB_MIN_TRAINING_EXAMPLES", "2")
+    assert server_min_examples() == 2
+    assert example_count_finding(10, 10) is None and example_count_finding(3, 2) is None
+    assert example_count_finding(1, 10).message == "only 1 example; at least 10 are required"
+    assert example_count_finding(0, None).severity == "error"
+    assert example_count_finding(9, None).severity == "warning" and example_count_finding(10, None) is None
 
 
 def test_encoding_problems(tmp_path: Path) -> None:
@@ -239,3 +259,65 @@ def test_cli_exit_codes_and_json(tmp_path: Path) -> None:
 
     missing = runner.invoke(app, ["data", "validate", str(tmp_path / "nope.jsonl"), "--no-tokens"])
     assert missing.exit_code == 2 and "file not found" in missing.output
+
+
+def test_empty_user_messages_are_errors(tmp_path: Path) -> None:
+    image = [{"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]
+    rows = good_rows(10) + [
+        chat(" \n", "Hello."),  # 11: whitespace only
+        {"messages": [{"role": "user", "content": image}, {"role": "assistant", "content": "A cat."}]},  # 12: fine
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": ""}]},
+                      {"role": "assistant", "content": "?"}]},  # 13: empty text part
+    ]  # fmt: skip
+    report = validate_file(write_jsonl(tmp_path / "empty_user.jsonl", rows), OPENAI)
+    empty = checks(report)["empty_user"]
+    assert [(f.lines, f.severity, f.message_index, f.field) for f in empty] == [
+        ([11], "error", 1, "content"),
+        ([13], "error", 0, "content"),
+    ]
+
+
+def test_first_error_reports_only_the_first_error(tmp_path: Path) -> None:
+    rows = [chat(*GOOD[0])] * 3 + [chat("Hi", "", system="Other.")] + ["{broken"] * 5  # duplicates: warnings
+    report = validate_file(write_jsonl(tmp_path / "bad.jsonl", rows), None, first_error=True)
+    assert [(f.check, f.lines) for f in report.findings] == [("empty_assistant", [4])]
+    assert report.n_lines == 4 and report.n_examples == 4
+    ok = validate_file(write_jsonl(tmp_path / "ok.jsonl", [chat(*GOOD[0])] * 3), None, first_error=True)
+    assert ok.ok and ok.findings == [] and ok.n_examples == 3
+
+
+def test_a_line_nested_too_deeply_is_a_finding_not_a_crash(tmp_path: Path) -> None:
+    deep = '{"messages": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    path = write_jsonl(tmp_path / "deep.jsonl", good_rows() + [deep])
+    result = CliRunner().invoke(app, ["data", "validate", str(path), "--no-tokens", "--json"])
+    assert result.exit_code == 1, result.output
+    error = next(f for f in json.loads(result.stdout)["findings"] if f["severity"] == "error")
+    assert error["check"] == "json" and error["lines"] == [13] and "nested too deeply" in error["message"]
+
+
+def test_the_docs_table_is_the_list_of_checks() -> None:
+    docs = (REPO / "docs" / "data.md").read_text(encoding="utf-8")
+    table = [line for line in docs.splitlines() if line.startswith("| `")]
+    assert table == [f"| `{c.id}` | {c.finds} | {c.severity} |" for c in CHECKS.values()]
+    assert all(c.fix for c in CHECKS.values() if "error" in c.severity)  # an upload's 400 always says what to do
+
+
+def test_label_files(tmp_path: Path) -> None:
+    path = tmp_path / "labels.txt"
+    path.write_bytes("\ufeffpositive\r\n\n  negative  \n😍\n".encode())
+    assert read_labels(path) == ["positive", "negative", "😍"]
+    path.write_text("positive\nnegative\n\npositive\n", encoding="utf-8")
+    with pytest.raises(DataError) as caught:
+        read_labels(path)
+    assert (caught.value.path, caught.value.line) == (str(path), 4) and "already on line 1" in str(caught.value)
+    path.write_bytes(b"ok\ncaf\xe9\n")
+    with pytest.raises(DataError, match="line 2: not valid UTF-8"):
+        read_labels(path)
+    path.write_text("\n \n")
+    with pytest.raises(DataError, match="no labels"):
+        read_labels(path)
+    with pytest.raises(DataError, match="file not found"):
+        read_labels(tmp_path / "missing.txt")
+    result = CliRunner().invoke(app, ["data", "validate", str(write_jsonl(tmp_path / "ok.jsonl", good_rows())),
+                                      "--no-tokens", "--labels", str(path)])  # fmt: skip
+    assert result.exit_code == 2 and "no labels" in result.output

@@ -46,6 +46,7 @@ def test_tool_calls_and_weights_are_kept_intact() -> None:
          "colour", "unknown key 'colour'"),
         ('{"messages": [{"role": "user", "content": "x", "weight": 1}, {"role": "assistant", "content": "y"}]}', 0,
          None, "only allowed on assistant"),
+        ('{"messages": ' + "[" * 100_000 + "]" * 100_000 + "}", None, None, "nested too deeply"),
     ],
 )
 def test_errors_name_line_message_and_field(tmp_path: Path, line: str, message_index, field, words: str) -> None:

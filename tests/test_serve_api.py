@@ -13,6 +13,10 @@ import httpx
 import openai
 import pytest
 from serve_helpers import EMOJI, Server, chat_rows, run_cli, wait_for, write_jsonl
+from typer.testing import CliRunner
+
+from ftlab.cli.main import app
+from ftlab.data.findings import Finding
 
 from ftlab.data.schema import file_sha256
 
@@ -277,6 +281,17 @@ def _wrong_role():
     return row
 
 
+def _reply(content: str, **extra) -> dict:
+    return {"messages": [*GOOD["messages"][:2], {"role": "assistant", "content": content, **extra}]}
+
+
+def _user(content: str) -> dict:
+    return {"messages": [GOOD["messages"][0], {"role": "user", "content": content}, GOOD["messages"][2]]}
+
+
+DEEP = '{"messages": ' + "[" * 100_000 + "]" * 100_000 + "}"
+
+
 def _chat(**kwargs):
     return lambda c, _ids, model: c.chat.completions.create(**{"model": model, **kwargs})
 
@@ -285,8 +300,10 @@ BAD_INPUTS = [
     ("not-json", _upload(_lines(GOOD, "{not json")), 400, ["line 2", "not valid JSON"]),
     ("wrong-role", _upload(_lines(_wrong_role())), 400, ["line 1", "messages[1]", "role", "robot"]),
     ("no-assistant", _upload(_lines({"messages": GOOD["messages"][:2]})), 400, ["line 1", "no assistant message"]),
-    ("empty-content", _upload(_lines({"messages": [*GOOD["messages"][:2], {"role": "assistant", "content": " "}]})),
-     400, ["line 1", "messages[2]", "content", "empty"]),
+    ("empty-content", _upload(_lines(_reply(" "))), 400, ["line 1", "messages[2]", "content", "empty"]),
+    ("empty-user", _upload(_lines(GOOD, _user(""))), 400, ["line 2", "messages[1]", "content", "user", "empty"]),
+    ("nested-too-deep", _upload(_lines(GOOD, DEEP)), 400, ["bad.jsonl, line 2", "nested too deeply"]),
+    ("no-examples", _upload(b"\n \n"), 400, ["bad.jsonl", "no examples"]),
     ("missing-messages", _upload(_lines({"prompt": "a", "completion": "b"})), 400, ["line 1", "'messages'"]),
     ("not-utf8", _upload(b'{"messages": "\xff\xfe"}\n'), 400, ["line 1", "UTF-8"]),
     ("empty-file", _upload(b""), 400, ["empty"]),
@@ -351,6 +368,41 @@ def test_bad_input_is_refused_with_a_message_naming_the_problem(
     assert set(error) == {"message", "type", "param", "code"}
     for needle in needles:
         assert needle in error["message"] or needle == error["param"], (needle, error)
+
+
+# The same file, the same finding: `ftlab data validate` and the upload share one validator ----------------------
+SAME_FINDING = [
+    ("not-json", "{not json"),
+    ("wrong-role", _wrong_role()),
+    ("unknown-key", {"messages": [{**GOOD["messages"][0], "colour": "red"}, *GOOD["messages"][1:]]}),
+    ("no-assistant", {"messages": GOOD["messages"][:2]}),
+    ("empty-user", _user(" \n")),
+    ("empty-reply", _reply("\u3000")),
+    ("nested-too-deep", DEEP),
+    ("not-utf8", b'{"messages": "caf\xe9"}'),
+    ("empty-reply-weight-0", {"messages": [*_reply("", weight=0)["messages"], _reply("OK")["messages"][2]]}),
+    ("not-ending-with-assistant", {"messages": [*GOOD["messages"], {"role": "user", "content": "Thanks"}]}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("bad", [case[1] for case in SAME_FINDING], ids=[case[0] for case in SAME_FINDING])
+def test_validate_and_upload_give_the_same_finding(client: openai.OpenAI, tmp_path: Path, bad) -> None:
+    content = _lines(GOOD, GOOD) + (bad + b"\n" if isinstance(bad, bytes) else _lines(bad))
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(content)
+    result = CliRunner().invoke(app, ["data", "validate", str(path), "--no-tokens", "--json"])
+    findings = [Finding(**f) for f in json.loads(result.stdout)["findings"]]
+    errors = [f for f in findings if f.severity == "error"]
+    if not errors:  # warnings never refuse an upload
+        assert result.exit_code == 0 and any(f.severity == "warning" and f.lines == [3] for f in findings)
+        assert client.files.create(file=("bad.jsonl", content), purpose="fine-tune").status == "processed"
+        return
+    with pytest.raises(openai.BadRequestError) as info:
+        client.files.create(file=("bad.jsonl", content), purpose="fine-tune")
+    first = errors[0]
+    assert result.exit_code == 1 and first.lines == [3]
+    assert info.value.body["message"] == f"Invalid training file: bad.jsonl, {first.location()}: {first.message} " \
+                                         f"(fix: {first.fix})"  # fmt: skip
 
 
 def test_unknown_route_and_malformed_json_use_openai_error_shape(server: Server) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ftlab.synth.clean import is_japanese, normalise, refers_to_document, strip_tics
+from ftlab.synth.clean import is_japanese, refers_to_document, strip_tics
 
 
 @pytest.mark.parametrize(
@@ -40,9 +40,8 @@ def test_questions_that_need_an_unseen_document_are_detected() -> None:
     assert not refers_to_document("伺かのSSTPは何番ポートですか？")
 
 
-def test_language_and_normal_form() -> None:
+def test_language() -> None:
     assert is_japanese("SSTPはどのポートを使いますか？") and not is_japanese("Which port does SSTP use?")
-    assert normalise("What port, SSTP?") == normalise("what port sstp") and normalise("ＳＳＴＰ。") == "sstp"
 
 
 def test_replies_stuck_in_a_loop_are_repetitive() -> None:

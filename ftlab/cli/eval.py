@@ -143,9 +143,10 @@ def eval_command(
 ) -> None:
     """Generate an answer for each test conversation (without its last assistant message), compare it with that
     message, print a table and write per-example outputs and aggregate metrics as JSON."""
+    from ftlab.data.labels import read_labels
     from ftlab.evaluate.run import EvalOptions, evaluate
     from ftlab.evaluate.specs import parse_model_specs
-    from ftlab.infer.constrained import read_labels, read_schema
+    from ftlab.infer.constrained import read_schema
 
     try:
         specs = parse_model_specs(model, adapter)

@@ -179,7 +179,7 @@ def label(
 ) -> None:
     """Label inputs with a teacher held to a label set; invalid answers are retried, then reported in
     OUT.rejected.jsonl and never written as labels."""
-    from ftlab.infer.constrained import read_labels
+    from ftlab.data.labels import read_labels
     from ftlab.synth.label import synth_label
 
     label_set = read_labels(labels)

@@ -7,7 +7,6 @@ script — Japanese included) and embedding cosine with the bundled MiniLM or an
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +17,9 @@ from ftlab.data.near_dup import (
     DEFAULT_JACCARD,
     Signatures,
     embedding_pairs,
+    example_key,
     example_text,
     minhash_pairs,
-    normalize,
 )
 from ftlab.data.schema import ChatExample, DataError, iter_lines, parse_example
 from ftlab.embed import DEFAULT_EMBEDDER
@@ -61,12 +60,6 @@ def load(path: str | Path) -> Loaded:
     if not examples:
         raise DataError("the file has no examples", path=path)
     return Loaded(path, raw, examples)
-
-
-def _digest(example: ChatExample, prompt_only: bool = False) -> str:
-    messages = example.prompt_messages() if prompt_only else example.messages
-    text = json.dumps([[m.role, normalize(m.text)] for m in messages], ensure_ascii=False)
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 def _similar_pairs(
@@ -125,9 +118,9 @@ def dedup_file(
     by_later: dict[int, list[tuple[int, str, float]]] = {}
     for i, j, m, s in _similar_pairs(texts, method, threshold, cosine, embedder):
         by_later.setdefault(j, []).append((i, m, s))
-    seen: dict[str, int] = {}
+    seen: dict[int, int] = {}
     for j, example in enumerate(data.examples):
-        digest = _digest(example)
+        digest = example_key(example)
         if digest in seen:
             by_later.setdefault(j, []).insert(0, (seen[digest], "exact", 1.0))
         else:
@@ -186,11 +179,11 @@ def leakage(
     report = LeakageReport(str(file_a), str(file_b), len(a.examples), len(b.examples))
     found: dict[tuple[int, int], Match] = {}
     for prompt_only, kind in ((False, "exact"), (True, "same_prompt")):
-        index: dict[str, list[int]] = {}
+        index: dict[int, list[int]] = {}
         for ea in a.examples:
-            index.setdefault(_digest(ea, prompt_only), []).append(ea.line)
+            index.setdefault(example_key(ea, prompt_only=prompt_only), []).append(ea.line)
         for eb in b.examples:
-            for line_a in index.get(_digest(eb, prompt_only), []):
+            for line_a in index.get(example_key(eb, prompt_only=prompt_only), []):
                 found.setdefault((line_a, eb.line), Match(eb.line, line_a, kind, 1.0))
     texts = [example_text(e) for e in a.examples + b.examples]
     split = len(a.examples)

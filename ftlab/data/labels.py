@@ -1,5 +1,6 @@
-"""Classification-style outputs: how many assistant replies are one of the allowed labels, and what the others
-look like (Unicode emoji, `:shortcode:`, a label in another spelling, free text)."""
+"""Label files (`read_labels`), and classification-style outputs: how many assistant replies are one of the
+allowed labels, and what the others look like (Unicode emoji, `:shortcode:`, a label in another spelling, free
+text)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ftlab.data.near_dup import normalise
+from ftlab.data.schema import DataError, iter_lines
 
 MAX_LABEL_CHARS = 60  # longer replies are free text, never a label
 MAX_LINES_KEPT = 50
@@ -25,21 +29,37 @@ _SHORTCODE = re.compile(r"^(:[a-z0-9_+\-]+:\s*)+$", re.IGNORECASE)
 
 
 def read_labels(path: str | Path) -> list[str]:
-    """One allowed output per line (blank lines ignored, surrounding whitespace stripped)."""
-    labels = [line.strip() for line in Path(path).read_text(encoding="utf-8-sig").splitlines()]
-    labels = [label for label in labels if label]
-    if not labels:
-        raise ValueError(f"{path}: no labels in the file (expected one allowed output per line)")
-    return labels
+    """The allowed outputs of a label file, one per line, in file order.
+
+    UTF-8 (a byte order mark is tolerated); blank lines are skipped and surrounding whitespace is stripped. A
+    label written twice is a mistake in the label set (a typo, or two classes merged), so it raises `DataError`
+    naming the line of the repeat; so do a missing file, a line that is not UTF-8 and a file without labels.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("file not found", path=path)
+    first_line: dict[str, int] = {}
+    for number, text in iter_lines(path):
+        label = text.strip()
+        if label in first_line:
+            raise DataError(f"the label {label!r} is already on line {first_line[label]}: write each label once",
+                            path=path, line=number)  # fmt: skip
+        first_line[label] = number
+    if not first_line:
+        raise DataError("no labels in the file (expected one allowed output per line)", path=path)
+    return list(first_line)
 
 
 def _is_emoji_char(char: str) -> bool:
     return unicodedata.category(char) == "So" or char in "\u200d\ufe0f" or 0x1F3FB <= ord(char) <= 0x1F3FF
 
 
+_WRAPPERS = str.maketrans("", "", "`<>")  # symbols, not punctuation, that models wrap a label in
+
+
 def _canonical(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text).casefold()
-    return re.sub(r"[\s\"'`.,;:!?()\[\]{}<>「」『』。、]+", "", text)
+    """A label's spelling without case, width, punctuation, quotes or spaces: 'Positive.' is 'positive'."""
+    return "".join(normalise(text).translate(_WRAPPERS).split())
 
 
 def shape_of(output: str, labels: set[str], canonical_labels: set[str]) -> str:

@@ -1,4 +1,9 @@
-"""Finding near-duplicate texts: character n-gram MinHash, and embedding cosine similarity.
+"""When two texts or examples are the same, and finding near-duplicates: character n-gram MinHash and embedding
+cosine similarity.
+
+`normalise` is ftlab's one text normalisation for comparing texts, and `example_key` its one definition of an
+exact duplicate: the data checks, `ftlab data dedup`, `ftlab data leakage` and synth's duplicate filter all use
+them.
 
 Character n-grams rather than words, so Japanese (written without spaces) is compared piece by piece instead
 of as one giant "word". MinHash signatures come from datasketch; candidate pairs are found by LSH banding done
@@ -10,12 +15,14 @@ datasketch's default SHA-1: the same quality for this purpose at a fraction of t
 
 from __future__ import annotations
 
-import re
+import hashlib
+import json
 import unicodedata
 import zlib
 from collections.abc import Iterable
 
 import numpy as np
+import regex
 
 from ftlab.data.schema import ChatExample
 
@@ -25,12 +32,23 @@ SHINGLE = 3
 DEFAULT_JACCARD = 0.8
 DEFAULT_COSINE = 0.95
 
-_SPACE = re.compile(r"\s+")
+_PUNCTUATION = regex.compile(r"\p{P}+")  # Unicode punctuation, 。「」、 included: `re` has no \p{P}
 
 
-def normalize(text: str) -> str:
-    """NFKC (full-width to half-width, etc.), lower case, runs of whitespace as one space."""
-    return _SPACE.sub(" ", unicodedata.normalize("NFKC", text).lower()).strip()
+def normalise(text: str) -> str:
+    """The form in which two texts count as the same: NFKC (full-width to half-width, etc.), case-folded,
+    punctuation removed, runs of whitespace as one space. Symbols (emoji, +, =) are kept: they carry meaning."""
+    text = _PUNCTUATION.sub("", unicodedata.normalize("NFKC", text).casefold())
+    return " ".join(text.split())
+
+
+def example_key(example: ChatExample, *, prompt_only: bool = False) -> int:
+    """The exact-duplicate fingerprint of an example: the same roles with the same normalised text in every
+    message (system prompt included), or, with `prompt_only`, in every message before the final assistant reply.
+    A 64-bit int, the smallest thing a dict can hold per example (collisions ~1e-9 at 200k examples)."""
+    messages = example.prompt_messages() if prompt_only else example.messages
+    data = json.dumps([[m.role, normalise(m.text)] for m in messages], ensure_ascii=False).encode()
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
 
 
 def example_text(example: ChatExample) -> str:
@@ -40,7 +58,7 @@ def example_text(example: ChatExample) -> str:
 
 def shingles(text: str, size: int = SHINGLE) -> list[bytes]:
     """The distinct character n-grams of the normalised text (the whole text when shorter)."""
-    text = normalize(text)
+    text = normalise(text)
     if len(text) <= size:
         return [text.encode("utf-8")]
     return list({text[i : i + size].encode("utf-8") for i in range(len(text) - size + 1)})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -184,6 +185,15 @@ def _error_from_validation(exc: ValidationError, path: str | Path | None, line: 
 
 def parse_example(raw: str | dict[str, Any], *, path: str | Path | None = None, line: int = 1) -> ChatExample:
     """Parse one line (text or an already-decoded object) into a `ChatExample`, or raise `DataError`."""
+    try:
+        return _parse(raw, path, line)
+    except RecursionError:  # json and pydantic recurse once per level of nesting
+        raise DataError(
+            f"JSON nested too deeply to read (deeper than about {sys.getrecursionlimit()} levels)", path=path, line=line
+        ) from None
+
+
+def _parse(raw: str | dict[str, Any], path: str | Path | None, line: int) -> ChatExample:
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)

@@ -1,21 +1,18 @@
 """`validate_file`: every check that should pass before money or hours are spent on training.
 
+One validator, one list of checks (`CHECKS`: id, severity rule, what it finds, fix): `ftlab data validate`
+runs all of them; `ftlab serve` runs the ones that can refuse a file on every fine-tune upload
+(`first_error=True`) and the minimum-example rule (`example_count_finding`) when a job names a training file.
+
 The file is streamed: examples are checked, tokenised and MinHashed in chunks and then dropped, so memory
 grows only by about half a kilobyte per example (fingerprints for the duplicate checks, one MinHash signature) and
 at most `MAX_FINDINGS_PER_CHECK` findings per check. Structural errors use `parse_example`, the parser the
 trainer uses, so the wording is the same in both places.
-
-The checks: the OpenAI cookbook's format checks (not JSON, missing messages, unknown keys, unknown roles,
-missing content, no assistant message — with tool calls, tool messages and `weight` treated as valid), empty
-assistant replies, conversations not ending with an assistant turn, examples over the training length (and
-the tokens cut), exact and near duplicates, the same prompt with different answers, mixed system prompts,
-encoding problems (BOM, invalid UTF-8), fewer than 10 examples, and optionally label checks.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from array import array
 from collections import Counter
@@ -27,10 +24,18 @@ import numpy as np
 
 from ftlab.config import BUNDLED_MODEL, TrainConfig
 from ftlab.data.estimate import COOKBOOK_MAX_TOKENS_PER_EXAMPLE, openai_model
-from ftlab.data.findings import Finding, sort_findings
+from ftlab.data.findings import Finding, Severity, sort_findings
 from ftlab.data.labels import SHAPES, LabelReport, LabelTally
-from ftlab.data.near_dup import DEFAULT_JACCARD, Signatures, clusters, example_text, minhash_pairs
-from ftlab.data.schema import ChatExample, DataError, parse_example
+from ftlab.data.near_dup import (
+    DEFAULT_JACCARD,
+    Signatures,
+    clusters,
+    example_key,
+    example_text,
+    minhash_pairs,
+    normalise,
+)
+from ftlab.data.schema import ChatExample, DataError, Message, parse_example
 from ftlab.data.tokens import OpenAICounter, TokenCounter, token_counter
 
 MIN_EXAMPLES = 10  # OpenAI rejects smaller training files
@@ -38,23 +43,89 @@ MAX_FINDINGS_PER_CHECK = 200
 CHUNK = 256
 DEFAULT_MAX_LENGTH = TrainConfig.model_fields["max_length"].default
 
-FIXES = {
-    "encoding": "re-save the file as UTF-8 (without BOM)",
-    "json": 'make every line one complete JSON object: {"messages": [{"role": ..., "content": ...}, ...]}',
-    "schema": "fix the field named; the format is OpenAI's chat fine-tuning JSONL",
-    "empty_assistant": "write the reply the model should learn, or drop the example",
-    "not_ending_with_assistant": "end each conversation with the assistant reply to learn; later turns are not trained",
-    "too_long": "shorten the example, split the conversation, or raise --max-length (max_length when training)",
-    "nothing_trained": "the prompt alone fills the training length: shorten it or raise max_length",
-    "exact_duplicate": "remove the repeats (`ftlab data dedup`): they over-weight one example",
-    "near_duplicate": "review these lines; `ftlab data dedup` keeps the first of each cluster",
-    "conflicting_answers": "decide which answer is right: the model cannot learn two answers to one prompt",
-    "mixed_system_prompts": "use the system prompt you will deploy with, the same in every example",
-    "too_few_examples": f"OpenAI requires at least {MIN_EXAMPLES} examples; 50-100 good ones is a better start",
-    "labels": "map these outputs to the allowed labels, or fix the labelling prompt",
-}
+
+@dataclass(frozen=True)
+class Check:
+    """One data check: the `check` of its findings, when it is an error / warning / info, what it finds, and the
+    fix its findings suggest unless one names a more precise fix."""
+
+    id: str
+    severity: str
+    finds: str
+    fix: str | None
+
+
+CHECKS: dict[str, Check] = {check.id: check for check in (
+    Check("encoding", "warning for a BOM; error for invalid UTF-8",
+          "a UTF-8 byte order mark at the start; a line that is not UTF-8",
+          "re-save the file as UTF-8 (without BOM)"),
+    Check("json", "error", "a line that is not one JSON object, or is nested too deeply to read",
+          'make every line one complete JSON object: {"messages": [{"role": ..., "content": ...}, ...]}'),
+    Check("schema", "error",
+          "missing `messages`, unknown keys, unknown roles, missing content, no assistant message: the trainer's own "
+          "parser (`parse_example`), so the wording is the same. Tool calls, tool messages and `weight` are valid",
+          "fix the field named; the format is OpenAI's chat fine-tuning JSONL"),
+    Check("empty_user", "error", "an empty or whitespace-only user message (OpenAI refuses empty content)",
+          "write the user's message, or drop the example"),
+    Check("empty_assistant", "error; warning with weight 0 (not trained)",
+          "an empty or whitespace-only assistant reply without tool calls",
+          "write the reply the model should learn, or drop the example"),
+    Check("not_ending_with_assistant", "warning", "messages after the last assistant reply",
+          "end each conversation with the assistant reply to learn; later turns are not trained"),
+    Check("too_long", "warning", "an example over the training length, with the tokens that would be cut",
+          "shorten the example, split the conversation, or raise --max-length (max_length when training)"),
+    Check("nothing_trained", "error", "an example whose prompt alone fills the training length",
+          "the prompt alone fills the training length: shorten it or raise max_length"),
+    Check("too_few_examples",
+          "error with no examples, or under an OpenAI model's minimum (or `ftlab serve`'s); warning for a local model",
+          f"fewer than {MIN_EXAMPLES} examples, OpenAI's minimum (`ftlab serve`: `FTLAB_MIN_TRAINING_EXAMPLES`)",
+          f"OpenAI requires at least {MIN_EXAMPLES} examples; 50-100 good ones is a better start"),
+    Check("exact_duplicate", "warning",
+          "examples with the same roles and the same text in every message, up to case, width, punctuation and spacing",
+          "remove the repeats (`ftlab data dedup`): they over-weight one example"),
+    Check("near_duplicate", "warning", f"character 3-gram MinHash, Jaccard ≥ {DEFAULT_JACCARD}, so Japanese works",
+          "review these lines; `ftlab data dedup` keeps the first of each cluster"),
+    Check("conflicting_answers", "warning", "the same prompt with different final answers",
+          "decide which answer is right: the model cannot learn two answers to one prompt"),
+    Check("mixed_system_prompts", "warning", "more than one system prompt across the file",
+          "use the system prompt you will deploy with, the same in every example"),
+    Check("weight", "info", "assistant messages with weight 0 (kept as context, not trained)", None),
+    Check("tools", "info", "examples with tool calls or tool messages (valid)", None),
+    Check("labels", "warning / info",
+          "with `--labels` / `--infer-labels`: share inside the set, outside replies grouped as emoji / "
+          "`:shortcode:` / another spelling / unknown label / free text, rare labels",
+          "map these outputs to the allowed labels, or fix the labelling prompt"),
+)}  # fmt: skip
 FEW_EXAMPLES_LOCAL = (f"fine for a first local run; 50-100 good examples teach far more (OpenAI would refuse fewer "
                       f"than {MIN_EXAMPLES})")
+
+
+def finding(severity: Severity, check: str, message: str, lines: list[int] | None = None, **kw) -> Finding:
+    """A finding of one of `CHECKS`, with that check's fix unless `fix` is given."""
+    kw.setdefault("fix", CHECKS[check].fix)
+    return Finding(severity=severity, check=check, message=message, lines=lines or [], **kw)
+
+
+def server_min_examples() -> int:
+    """The fewest training examples `ftlab serve` accepts: OpenAI's `MIN_EXAMPLES`, or
+    `FTLAB_MIN_TRAINING_EXAMPLES`."""
+    return int(os.environ.get("FTLAB_MIN_TRAINING_EXAMPLES", MIN_EXAMPLES))
+
+
+def example_count_finding(n_examples: int, required: int | None) -> Finding | None:
+    """The minimum-example rule. No examples is always an error; fewer than `required` (OpenAI's `MIN_EXAMPLES`
+    for an OpenAI model, `server_min_examples()` for `ftlab serve`) is an error; with nothing required (local
+    training takes any number), fewer than `MIN_EXAMPLES` is a warning."""
+    if n_examples == 0:
+        return finding("error", "too_few_examples", "the file has no examples", fix=CHECKS["json"].fix)
+    if required is not None:
+        if n_examples >= required:
+            return None
+        noun = "example" if n_examples == 1 else "examples"
+        return finding("error", "too_few_examples", f"only {n_examples} {noun}; at least {required} are required")
+    if n_examples < MIN_EXAMPLES:
+        return finding("warning", "too_few_examples", f"only {n_examples} valid examples", fix=FEW_EXAMPLES_LOCAL)
+    return None
 
 
 @dataclass
@@ -108,19 +179,25 @@ class ValidationReport:
 
 
 class _Findings:
-    """Collects findings, keeping at most MAX_FINDINGS_PER_CHECK of each check (the rest are counted)."""
+    """Collects findings, keeping at most MAX_FINDINGS_PER_CHECK of each check (the rest are counted), or only
+    the errors."""
 
-    def __init__(self, report: ValidationReport) -> None:
+    def __init__(self, report: ValidationReport, errors_only: bool = False) -> None:
         self.report = report
+        self.errors_only = errors_only
         self.per_check: Counter = Counter()
 
-    def add(self, severity: str, check: str, message: str, lines: list[int] | None = None, **kw) -> None:
-        self.per_check[check] += 1
-        if self.per_check[check] > MAX_FINDINGS_PER_CHECK:
-            self.report.suppressed[(check, severity)] += 1
+    def add(self, severity: Severity, check: str, message: str, lines: list[int] | None = None, **kw) -> None:
+        self.keep(finding(severity, check, message, lines, **kw))
+
+    def keep(self, found: Finding) -> None:
+        if self.errors_only and found.severity != "error":
             return
-        kw.setdefault("fix", FIXES.get(check))
-        self.report.findings.append(Finding(severity=severity, check=check, message=message, lines=lines or [], **kw))
+        self.per_check[found.check] += 1
+        if self.per_check[found.check] > MAX_FINDINGS_PER_CHECK:
+            self.report.suppressed[(found.check, found.severity)] += 1
+            return
+        self.report.findings.append(found)
 
 
 def _raw_lines(path: Path) -> Iterator[tuple[int, bytes, int]]:
@@ -132,16 +209,17 @@ def _raw_lines(path: Path) -> Iterator[tuple[int, bytes, int]]:
             yield number, raw.rstrip(b"\r\n"), done
 
 
-def _digest(value: object) -> int:
-    """A 64-bit fingerprint (an int: the smallest thing a dict can hold per example; collisions ~1e-9 at 200k)."""
-    data = json.dumps(value, sort_keys=True, ensure_ascii=False).encode()
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+def _text_key(text: str) -> int:
+    """A 64-bit fingerprint of a normalised text (see `near_dup.example_key`)."""
+    return int.from_bytes(hashlib.blake2b(normalise(text).encode(), digest_size=8).digest(), "little")
 
 
 def _schema_fix(error: DataError) -> str:
     detail = error.detail
+    if "nested too deeply" in detail:
+        return "flatten the line: no chat example needs JSON nested this deep"
     if "not valid JSON" in detail or "expected a JSON object" in detail:
-        return FIXES["json"]
+        return CHECKS["json"].fix
     if "prompt-completion" in detail:
         return "convert it: `ftlab data convert FILE --out chat.jsonl` turns prompt/completion into messages"
     if "unknown key" in detail:
@@ -152,7 +230,7 @@ def _schema_fix(error: DataError) -> str:
         return "add the assistant reply the model should learn"
     if "'content' is missing" in detail:
         return "add a 'content' string to the message"
-    return FIXES["schema"]
+    return CHECKS["schema"].fix
 
 
 class _TokenCheck:
@@ -216,6 +294,127 @@ def _max_length_for(model: str, counter: TokenCounter, max_length: int | None) -
     return DEFAULT_MAX_LENGTH
 
 
+def _is_empty(message: Message) -> bool:
+    """No text, no tool call and no non-text content part (an image, say)."""
+    if message.tool_calls or message.function_call:
+        return False
+    if isinstance(message.content, list) and any(part.get("type", "text") != "text" for part in message.content):
+        return False
+    return not message.text.strip()
+
+
+def _check_example(example: ChatExample, findings: _Findings) -> None:
+    """The checks of one parsed example on its own."""
+    number = example.line
+    for index, message in enumerate(example.messages):
+        if message.role == "user" and _is_empty(message):
+            findings.add("error", "empty_user", "the user message is empty", [number], message_index=index,
+                         field="content")  # fmt: skip
+        if message.role == "assistant" and _is_empty(message):
+            findings.add(
+                "error" if message.trained else "warning",
+                "empty_assistant",
+                "the assistant reply is empty" + ("" if message.trained else " (weight 0: not trained)"),
+                [number],
+                message_index=index,
+                field="content",
+            )
+    last = example.messages[-1]
+    if last.role != "assistant":
+        findings.add(
+            "warning",
+            "not_ending_with_assistant",
+            f"the conversation ends with a '{last.role}' message after the last assistant reply",
+            [number],
+            message_index=len(example.messages) - 1,
+        )
+
+
+class _Repeats:
+    """The whole-file checks, fed example by example: exact and near duplicates, the same prompt with different
+    answers, mixed system prompts, weight-0 replies and tool use."""
+
+    def __init__(self) -> None:
+        self.signatures = Signatures()
+        self.example_lines = array("l")
+        self.seen: dict[int, int] = {}  # example key -> first line
+        self.duplicate_groups: dict[int, list[int]] = {}  # first line -> lines repeating it
+        self.prompts: dict[int, tuple[int, int]] = {}  # prompt key -> (first line, answer key)
+        self.conflicts: dict[int, list[int]] = {}  # first line of a prompt -> lines with a different answer
+        self.systems: dict[str | None, list[int]] = {}  # system prompt -> [count, first line]
+        self.n_weight0 = self.n_tool = 0
+
+    def add(self, example: ChatExample) -> None:
+        number = example.line
+        self.example_lines.append(number)
+        self.n_weight0 += sum(m.role == "assistant" and m.weight == 0 for m in example.messages)
+        self.n_tool += any(m.tool_calls or m.role == "tool" for m in example.messages)
+        key = example_key(example)
+        if key in self.seen:
+            self.duplicate_groups.setdefault(self.seen[key], []).append(number)
+        else:
+            self.seen[key] = number
+        prompt, answer = example_key(example, prompt_only=True), _text_key(example.reference())
+        if prompt in self.prompts:
+            first, first_answer = self.prompts[prompt]
+            if answer != first_answer:
+                self.conflicts.setdefault(first, []).append(number)
+        else:
+            self.prompts[prompt] = (number, answer)
+        system = next((m.text for m in example.messages if m.role in ("system", "developer")), None)
+        entry = self.systems.setdefault(system[:500] if system else None, [0, number])
+        entry[0] += 1
+
+    def add_texts(self, examples: list[ChatExample]) -> None:
+        """MinHash a chunk of examples (in the order they were added)."""
+        self.signatures.add(example_text(e) for e in examples)
+
+    def report(self, findings: _Findings, near_threshold: float) -> None:
+        for first, lines in self.duplicate_groups.items():
+            findings.add("warning", "exact_duplicate", f"{len(lines) + 1} identical examples", [first, *lines])
+        lines_of = self.example_lines
+        exact = {line for lines in self.duplicate_groups.values() for line in lines}
+        similar = minhash_pairs(self.signatures.matrix, near_threshold)
+        pairs = [(i, j) for i, j, _ in similar if lines_of[j] not in exact]
+        roots = clusters(len(lines_of), pairs)
+        near: dict[int, list[int]] = {}
+        for index, root in enumerate(roots):
+            if root != index and lines_of[index] not in exact:
+                near.setdefault(root, []).append(lines_of[index])
+        for root, lines in near.items():
+            findings.add(
+                "warning",
+                "near_duplicate",
+                f"{len(lines) + 1} near-identical examples (character 3-gram Jaccard ≥ {near_threshold})",
+                [lines_of[root], *lines],
+            )
+        for first, lines in self.conflicts.items():
+            findings.add(
+                "warning",
+                "conflicting_answers",
+                f"the same prompt has {len(lines) + 1} different final answers",
+                [first, *lines],
+            )
+        if len(self.systems) > 1:
+            variants = sorted(self.systems.items(), key=lambda kv: -kv[1][0])
+            described = "; ".join(
+                f"{count}× {'(none)' if text is None else repr(text[:60] + ('…' if len(text) > 60 else ''))} "
+                f"(first on line {line})"
+                for text, (count, line) in variants[:5]
+            )
+            findings.add(
+                "warning",
+                "mixed_system_prompts",
+                f"{len(self.systems)} different system prompts: {described}",
+                [line for _, (_, line) in variants[:20]],
+            )
+        if self.n_weight0:
+            message = f"{self.n_weight0} assistant messages have weight 0 (kept as context, not trained)"
+            findings.add("info", "weight", message)
+        if self.n_tool:
+            findings.add("info", "tools", f"{self.n_tool} examples use tool calls or tool messages (valid)")
+
+
 def validate_file(
     path: str | Path,
     model: str | None = BUNDLED_MODEL,
@@ -225,42 +424,42 @@ def validate_file(
     infer_labels: bool = False,
     near_threshold: float = DEFAULT_JACCARD,
     tokens: bool = True,
+    first_error: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> ValidationReport:
     """Check a chat JSONL file for training `model` (an OpenAI name holds it to OpenAI's rules; None: no target).
     `tokens=False` (or no model) skips the token checks; `progress(done_bytes, total_bytes)`.
 
     `labels` (or `infer_labels`) adds the label checks on the final assistant reply of each example.
+    `first_error=True` is what an upload needs: only errors, and the report ends at the first one (so it is the
+    first error of the file); the checks that only warn (duplicates, system prompts, labels) and the token
+    checks are skipped.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError("file not found", path=path)
-    counter = token_counter(model) if model and tokens else None
+    counter = token_counter(model) if model and tokens and not first_error else None
     limit = _max_length_for(model, counter, max_length) if counter else None
     report = ValidationReport(
         path=str(path), model=model, tokenizer=counter.description if counter else None, max_length=limit
     )
-    findings = _Findings(report)
-    tokens = _TokenCheck(counter, limit, findings) if counter else None
-    tally = LabelTally(labels) if (labels or infer_labels) else None
-    signatures = Signatures()
-    example_lines = array("l")
-    seen: dict[int, int] = {}  # example digest -> first line
-    duplicate_groups: dict[int, list[int]] = {}  # first line -> lines repeating it
-    prompts: dict[int, tuple[int, int]] = {}  # prompt digest -> (first line, answer digest)
-    conflicts: dict[int, list[int]] = {}  # first line of a prompt -> lines with a different answer
-    systems: dict[str | None, list[int]] = {}  # system prompt -> [count, first line]
-    n_weight0 = n_tool = 0
+    findings = _Findings(report, errors_only=first_error)
+    lengths = _TokenCheck(counter, limit, findings) if counter else None
+    tally = LabelTally(labels) if (labels or infer_labels) and not first_error else None
+    repeats = None if first_error else _Repeats()
     total_bytes = os.path.getsize(path)
     chunk: list[ChatExample] = []
 
     def flush() -> None:
-        if tokens:
-            tokens.add(chunk)
-        signatures.add(example_text(e) for e in chunk)
+        if lengths:
+            lengths.add(chunk)
+        if repeats:
+            repeats.add_texts(chunk)
         chunk.clear()
 
     for number, raw, done in _raw_lines(path):
+        if first_error and report.findings:
+            return report
         report.n_lines = number
         if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
             raw = raw[3:]
@@ -298,47 +497,9 @@ def validate_file(
             )
             continue
         report.n_examples += 1
-        example_lines.append(number)
-
-        for index, message in enumerate(example.messages):
-            calls = message.tool_calls or message.function_call
-            if message.role == "assistant" and not calls and not message.text.strip():
-                findings.add(
-                    "error" if message.trained else "warning",
-                    "empty_assistant",
-                    "the assistant reply is empty" + ("" if message.trained else " (weight 0: not trained)"),
-                    [number],
-                    message_index=index,
-                    field="content",
-                )
-            n_weight0 += message.role == "assistant" and message.weight == 0
-        n_tool += any(m.tool_calls or m.role == "tool" for m in example.messages)
-        last = example.messages[-1]
-        if last.role != "assistant":
-            findings.add(
-                "warning",
-                "not_ending_with_assistant",
-                f"the conversation ends with a '{last.role}' message after the last assistant reply",
-                [number],
-                message_index=len(example.messages) - 1,
-            )
-
-        digest = _digest(example.to_openai())
-        if digest in seen:
-            duplicate_groups.setdefault(seen[digest], []).append(number)
-        else:
-            seen[digest] = number
-        prompt_digest = _digest([m.model_dump(exclude_none=True) for m in example.prompt_messages()])
-        answer_digest = _digest(example.reference().strip())
-        if prompt_digest in prompts:
-            first, answer = prompts[prompt_digest]
-            if answer != answer_digest:
-                conflicts.setdefault(first, []).append(number)
-        else:
-            prompts[prompt_digest] = (number, answer_digest)
-        system = next((m.text for m in example.messages if m.role in ("system", "developer")), None)
-        entry = systems.setdefault(system[:500] if system else None, [0, number])
-        entry[0] += 1
+        _check_example(example, findings)
+        if repeats:
+            repeats.add(example)
         if tally:
             tally.add(number, example.reference())
 
@@ -347,60 +508,22 @@ def validate_file(
             flush()
             if progress:
                 progress(done, total_bytes)
+    if first_error and report.findings:
+        return report
     if chunk:
         flush()
     if progress:
         progress(total_bytes, total_bytes)
 
     # Whole-file checks.
-    if report.n_examples < MIN_EXAMPLES:
-        # OpenAI refuses such a file; ftlab trains on it, though so few examples rarely teach much.
-        for_openai = model is not None and openai_model(model) is not None
-        findings.add("error" if for_openai else "warning", "too_few_examples",
-                     f"only {report.n_examples} valid examples",
-                     fix=FIXES["too_few_examples"] if for_openai else FEW_EXAMPLES_LOCAL)  # fmt: skip
-    for first, lines in duplicate_groups.items():
-        findings.add("warning", "exact_duplicate", f"{len(lines) + 1} identical examples", [first, *lines])
-    exact = {line for lines in duplicate_groups.values() for line in lines}
-    pairs = [(i, j) for i, j, _ in minhash_pairs(signatures.matrix, near_threshold) if example_lines[j] not in exact]
-    roots = clusters(len(example_lines), pairs)
-    near: dict[int, list[int]] = {}
-    for index, root in enumerate(roots):
-        if root != index and example_lines[index] not in exact:
-            near.setdefault(root, []).append(example_lines[index])
-    for root, lines in near.items():
-        findings.add(
-            "warning",
-            "near_duplicate",
-            f"{len(lines) + 1} near-identical examples (character 3-gram Jaccard ≥ {near_threshold})",
-            [example_lines[root], *lines],
-        )
-    for first, lines in conflicts.items():
-        findings.add(
-            "warning",
-            "conflicting_answers",
-            f"the same prompt has {len(lines) + 1} different final answers",
-            [first, *lines],
-        )
-    if len(systems) > 1:
-        variants = sorted(systems.items(), key=lambda kv: -kv[1][0])
-        described = "; ".join(
-            f"{count}× {'(none)' if text is None else repr(text[:60] + ('…' if len(text) > 60 else ''))} "
-            f"(first on line {line})"
-            for text, (count, line) in variants[:5]
-        )
-        findings.add(
-            "warning",
-            "mixed_system_prompts",
-            f"{len(systems)} different system prompts: {described}",
-            [line for _, (_, line) in variants[:20]],
-        )
-    if n_weight0:
-        findings.add("info", "weight", f"{n_weight0} assistant messages have weight 0 (kept as context, not trained)")
-    if n_tool:
-        findings.add("info", "tools", f"{n_tool} examples use tool calls or tool messages (valid)")
-    if tokens:
-        report.tokens = tokens.summary()
+    for_openai = model is not None and openai_model(model) is not None
+    count = example_count_finding(report.n_examples, MIN_EXAMPLES if for_openai else None)
+    if count:
+        findings.keep(count)
+    if repeats:
+        repeats.report(findings, near_threshold)
+    if lengths:
+        report.tokens = lengths.summary()
     if tally:
         report.labels = tally.report()
         _label_findings(report.labels, findings)

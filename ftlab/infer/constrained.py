@@ -21,20 +21,6 @@ import torch
 from transformers import LogitsProcessor
 
 
-def read_labels(path: str | Path) -> list[str]:
-    """One label per non-blank line (surrounding whitespace stripped, duplicates dropped, order kept)."""
-    from ftlab.data.schema import DataError
-
-    path = Path(path)
-    if not path.exists():
-        raise DataError("file not found", path=path)
-    labels = list(dict.fromkeys(line.strip() for line in path.read_text(encoding="utf-8").splitlines()))
-    labels = [label for label in labels if label]
-    if not labels:
-        raise DataError("the label file has no labels (one label per line)", path=path)
-    return labels
-
-
 def read_schema(path: str | Path) -> dict:
     """A JSON schema from a file (an OpenAI `response_format` json_schema wrapper is unwrapped)."""
     import json

@@ -1,8 +1,9 @@
 """Uploaded files: bytes under `FTLAB_HOME/files/<file-id>`, a row in the `files` table, and validation.
 
 A file's name is only ever data: the bytes are stored under the id the server generates, so no client-given
-name can reach the filesystem. Training files (purpose `fine-tune`) are parsed line by line at upload, and a
-bad one is refused with its line, message index and field.
+name can reach the filesystem. Training files (purpose `fine-tune`) go through `ftlab data validate`'s checks at
+upload (`validate_file(first_error=True)`): the first error refuses the file, named by line, message index and
+field in the CLI's words; warnings never do. The number of examples is kept for job creation.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ftlab.config import home
-from ftlab.data.schema import ChatExample, DataError, iter_lines, parse_example
+from ftlab.data.validate import validate_file
 from ftlab.records.tables import FileRecord, new_id, now
 from ftlab.serve.errors import APIError, bad_request, not_found
 
@@ -51,11 +52,6 @@ def clean_filename(name: str | None) -> str:
     return (name or "upload")[:255]
 
 
-def min_training_examples() -> int:
-    """OpenAI refuses training files with fewer than 10 examples; `FTLAB_MIN_TRAINING_EXAMPLES` changes that."""
-    return int(os.environ.get("FTLAB_MIN_TRAINING_EXAMPLES", "10"))
-
-
 def to_openai(record: FileRecord) -> FileObject:
     return FileObject(
         id=record.id,
@@ -68,29 +64,6 @@ def to_openai(record: FileRecord) -> FileObject:
         status_details=record.status_details,
         expires_at=record.expires_at,
     )
-
-
-def read_training_examples(path: Path, filename: str) -> list[ChatExample]:
-    """Every example of a stored chat JSONL file; a bad line raises `DataError` naming `filename`, not `path`."""
-    try:
-        examples = [parse_example(text, path=filename, line=number) for number, text in iter_lines(path)]
-    except DataError as exc:
-        raise DataError(
-            exc.detail, path=filename, line=exc.line, message_index=exc.message_index, field=exc.field
-        ) from None
-    if not examples:
-        raise DataError("the file has no examples", path=filename)
-    for example in examples:
-        for index, message in enumerate(example.messages):
-            if message.role in ("user", "assistant") and not message.text.strip():
-                raise DataError(
-                    f"{message.role} message has empty content",
-                    path=filename,
-                    line=example.line,
-                    message_index=index,
-                    field="content",
-                )
-    return examples
 
 
 def save_upload(
@@ -137,10 +110,13 @@ def _store(db: Session, stream: BinaryIO, *, filename: str | None, purpose: str,
                     param="file",
                     code="invalid_file_format",
                 )
-            try:
-                n_examples = len(read_training_examples(tmp, name))
-            except DataError as exc:
-                raise bad_request(f"Invalid training file: {exc}", param="file", code="invalid_file_format") from None
+            report = validate_file(tmp, None, first_error=True)
+            if not report.ok:
+                error = report.findings[0]
+                where = ", ".join(part for part in (name, error.location()) if part)
+                raise bad_request(f"Invalid training file: {where}: {error.message} (fix: {error.fix})",
+                                  param="file", code="invalid_file_format")  # fmt: skip
+            n_examples = report.n_examples
         record = FileRecord(
             id=new_id("file-"),
             filename=name,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import secrets
-from pathlib import Path
 from typing import Any
 
 from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
@@ -16,11 +15,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ftlab.config import TrainConfig, runs_dir
-from ftlab.data.schema import DataError
+from ftlab.data.validate import example_count_finding, server_min_examples
 from ftlab.records.tables import Checkpoint, Job, JobEvent, Run, new_id, now
 from ftlab.serve import catalog
 from ftlab.serve.errors import APIError, bad_request, not_found
-from ftlab.serve.files import get_file, min_training_examples, read_training_examples, stored_path
+from ftlab.serve.files import get_file, stored_path
 from ftlab.serve.schemas import JobCreate
 
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -128,8 +127,9 @@ def _train_config(request: JobCreate, seed: int) -> tuple[TrainConfig, str]:
     return config, param
 
 
-def _examples_of(db: Session, file_id: str, param: str) -> tuple[int, Path, str]:
-    """Check that a file exists, is a fine-tune file and parses; return (examples, stored path, sha256)."""
+def _examples_of(db: Session, file_id: str, param: str) -> tuple[int, str]:
+    """Check that a file exists and is a fine-tune file; return (examples, sha256). Its lines were validated at
+    upload, which stored the count: nothing is read again here."""
     try:
         record = get_file(db, file_id, param=param)
     except APIError:
@@ -140,14 +140,9 @@ def _examples_of(db: Session, file_id: str, param: str) -> tuple[int, Path, str]
             param=param,
             code="invalid_file_purpose",
         )
-    path = stored_path(record)
-    try:
-        examples = read_training_examples(path, record.filename)
-    except DataError as exc:
-        raise bad_request(f"Invalid {param} {file_id}: {exc}", param=param, code="invalid_file_format") from None
-    except FileNotFoundError:
-        raise APIError(500, f"the bytes of {file_id} are missing from the server's file store", param=param) from None
-    return len(examples), path, record.sha256
+    if not stored_path(record).is_file():
+        raise APIError(500, f"the bytes of {file_id} are missing from the server's file store", param=param)
+    return record.n_examples, record.sha256
 
 
 def create_job(db: Session, request: JobCreate) -> Job:
@@ -164,21 +159,18 @@ def create_job(db: Session, request: JobCreate) -> Job:
     seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
     config, _ = _train_config(request, seed)
 
-    n_train, _, train_sha = _examples_of(db, request.training_file, "training_file")
-    if n_train < min_training_examples():
-        raise bad_request(
-            f"Training file {request.training_file} has {n_train} example(s), but must have at least "
-            f"{min_training_examples()} examples",
-            param="training_file",
-            code="invalid_n_examples",
-        )
+    n_train, train_sha = _examples_of(db, request.training_file, "training_file")
+    too_few = example_count_finding(n_train, server_min_examples())
+    if too_few:
+        raise bad_request(f"Training file {request.training_file}: {too_few.message}", param="training_file",
+                          code="invalid_n_examples")  # fmt: skip
     datasets = {"train": train_sha}
     if request.validation_file:
         if request.validation_file == request.training_file:
             raise bad_request(
                 "validation_file must differ from training_file", param="validation_file", code="invalid_value"
             )
-        _, _, datasets["validation"] = _examples_of(db, request.validation_file, "validation_file")
+        _, datasets["validation"] = _examples_of(db, request.validation_file, "validation_file")
     resolved = config.resolve(n_train)
     hyperparameters = {key: getattr(resolved, key) for key in OPENAI_HYPERPARAMETERS}
 

@@ -8,7 +8,6 @@ remove such openers and asides from questions and answers; a question that still
 from __future__ import annotations
 
 import re
-import unicodedata
 import zlib
 
 _EN_SOURCE = (
@@ -120,9 +119,3 @@ def is_repetitive(text: str) -> bool:
     than REPETITION_RATIO times. Short texts are left alone: zlib's header alone makes their ratio low."""
     data = text.encode()
     return len(data) >= 64 and len(data) / len(zlib.compress(data)) > REPETITION_RATIO
-
-
-def normalise(text: str) -> str:
-    """A form for exact-duplicate checks: NFKC, case-folded, without punctuation and spaces."""
-    text = unicodedata.normalize("NFKC", text).casefold()
-    return "".join(ch for ch in text if ch.isalnum())

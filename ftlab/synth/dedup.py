@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from ftlab.config import home
+from ftlab.data.near_dup import normalise
 from ftlab.embed import DEFAULT_EMBEDDER, embed, resolve_embedder
-from ftlab.synth.clean import is_japanese, normalise
+from ftlab.synth.clean import is_japanese
 
 CALIBRATION_PAIRS = Path(__file__).with_name("calibration.jsonl")
 
