@@ -17,7 +17,6 @@ from typer.testing import CliRunner
 
 from ftlab.cli.main import app
 from ftlab.data.findings import Finding
-
 from ftlab.data.schema import file_sha256
 
 TERMINAL = ("succeeded", "failed", "cancelled")
