@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 BUNDLED_MODEL = "smollm2-135m-instruct"
 
 # Base learning rates that a learning_rate_multiplier of 1.0 stands for. Adapters tolerate (and need) far
 # larger steps than full fine-tuning.
 BASE_LEARNING_RATE = {"lora": 2e-4, "dora": 2e-4, "full": 2e-5}
+ADAPTERS = tuple(BASE_LEARNING_RATE)
 
 # The OpenAI cookbook's epoch rule (chat fine-tuning data-prep notebook).
 TARGET_EPOCHS = 3
@@ -63,6 +64,19 @@ def auto_batch_size(n_examples: int) -> int:
     return max(openai_rule, min(8, max(1, n_examples // 10)))
 
 
+def upgrade_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """Today's spelling of settings written before a rename: `method: lora|dora|full` (ftlab's adapter choice
+    before `method` became OpenAI's method type) is `adapter`. Old run records, CLI flags and HTTP requests
+    all pass through here."""
+    if values.get("method") not in ADAPTERS:
+        return values
+    upgraded = {k: v for k, v in values.items() if k != "method"}
+    adapter = upgraded.setdefault("adapter", values["method"])
+    if adapter != values["method"]:
+        raise ValueError(f"method '{values['method']}' (the old spelling of adapter) contradicts adapter '{adapter}'")
+    return upgraded
+
+
 class TrainConfig(BaseModel):
     """Every training setting. Unknown keys fail loudly."""
 
@@ -72,7 +86,8 @@ class TrainConfig(BaseModel):
     n_epochs: int | Literal["auto"] = "auto"
     batch_size: int | Literal["auto"] = "auto"
     learning_rate_multiplier: float | Literal["auto"] = "auto"
-    method: Literal["lora", "dora", "full"] = "lora"
+    method: Literal["supervised"] = "supervised"
+    adapter: Literal["lora", "dora", "full"] = "lora"
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
@@ -94,6 +109,11 @@ class TrainConfig(BaseModel):
     precision: Literal["auto", "fp32", "bf16-autocast", "bf16"] = "auto"
     attention: Literal["auto", "eager", "sdpa"] = "auto"
     suffix: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade(cls, data: Any) -> Any:
+        return upgrade_settings(data) if isinstance(data, dict) else data
 
     @field_validator("n_epochs", "batch_size")
     @classmethod
@@ -127,4 +147,4 @@ class TrainConfig(BaseModel):
     def learning_rate(self) -> float:
         if self.learning_rate_multiplier == "auto":
             raise ValueError("resolve() the config before asking for its learning rate")
-        return BASE_LEARNING_RATE[self.method] * float(self.learning_rate_multiplier)
+        return BASE_LEARNING_RATE[self.adapter] * float(self.learning_rate_multiplier)

@@ -215,7 +215,7 @@ def estimate(
     epochs: str = typer.Option("auto", "--epochs", help="number of epochs, or 'auto' (the cookbook rule)"),
     local_model: str = typer.Option(BUNDLED_MODEL, "--local-model", help="local model to time training for"),
     no_local: bool = typer.Option(False, "--no-local", help="skip the local training-time estimate"),
-    method: str = typer.Option("lora", "--method", help="local method: lora, dora or full"),
+    adapter: str = typer.Option("lora", "--adapter", "--method", help="local adapter: lora, dora or full"),
     max_length: int | None = typer.Option(None, "--max-length", help="local training length (default 2048)"),
     recalibrate: bool = typer.Option(False, "--recalibrate", help="measure this machine's throughput again"),
     as_json: bool = typer.Option(False, "--json", help="print the estimate as JSON"),
@@ -240,7 +240,7 @@ def estimate(
         if local:
             from ftlab.train.calibrate import local_time
 
-            result.local = local_time(local, result.sample, result.local_tokens, n_epochs, max_length, method,
+            result.local = local_time(local, result.sample, result.local_tokens, n_epochs, max_length, adapter,
                                       refresh=recalibrate)  # fmt: skip
     except (DataError, LookupError, ValueError, OSError) as exc:
         _fail(str(exc))
@@ -263,7 +263,7 @@ def estimate(
         minutes = t.seconds / 60
         source = "cached calibration" if t.from_cache else "just measured"
         out.print(
-            f"local ({escape(t.model)}, {t.method}): {t.n_epochs} epochs × {t.tokens_per_epoch:,} tokens at "
+            f"local ({escape(t.model)}, {t.adapter}): {t.n_epochs} epochs × {t.tokens_per_epoch:,} tokens at "
             f"{t.tokens_per_second:,.0f} tokens/s ({source}) ≈ [bold]{minutes:,.1f} min[/] of training",
             highlight=False,
         )

@@ -62,7 +62,10 @@ def train_command(
     learning_rate_multiplier: Annotated[
         str, typer.Option(help="Multiplier of the method's base learning rate (LoRA 2e-4, full 2e-5), or 'auto'.")
     ] = "auto",
-    method: Annotated[str, typer.Option(help="lora, dora or full.")] = "lora",
+    adapter: Annotated[str | None, typer.Option(help="lora, dora or full (default lora).")] = None,
+    method: Annotated[
+        str | None, typer.Option(help="OpenAI's method type (supervised); lora, dora or full mean --adapter.")
+    ] = None,
     lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
     lora_alpha: Annotated[int, typer.Option(help="LoRA alpha (scale = alpha / r).")] = 32,
     loraplus_lr_ratio: Annotated[
@@ -93,7 +96,7 @@ def train_command(
             n_epochs=_auto_int(epochs, "--epochs"),
             batch_size=_auto_int(batch_size, "--batch-size"),
             learning_rate_multiplier=_auto_float(learning_rate_multiplier, "--learning-rate-multiplier"),
-            method=method,
+            **{k: v for k, v in {"adapter": adapter, "method": method}.items() if v is not None},
             lora_r=lora_r,
             lora_alpha=lora_alpha,
             loraplus_lr_ratio=loraplus_lr_ratio,
