@@ -287,7 +287,7 @@ BAD_INPUTS = [
     ("wrong-purpose-file", _job(training_file=lambda ids: ids["user_data"]), 400, ["purpose", "fine-tune"]),
     ("too-few-examples", _job(training_file=lambda ids: ids["small"]), 400, ["1 example", "at least 10"]),
     ("same-validation-file", _job(validation_file=lambda ids: ids["train"]), 400, ["validation_file"]),
-    ("n-epochs-0", _job(hyperparameters={"n_epochs": 0}), 400, ["n_epochs", "at least 1"]),
+    ("n-epochs-0", _job(hyperparameters={"n_epochs": 0}), 400, ["n_epochs", "greater than or equal to 1"]),
     ("n-epochs-0-in-method", _job(method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 0}}}),
      400, ["n_epochs"]),
     ("negative-lr", _job(hyperparameters={"learning_rate_multiplier": -1}), 400, ["learning_rate_multiplier"]),

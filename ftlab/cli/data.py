@@ -221,13 +221,15 @@ def estimate(
     as_json: bool = typer.Option(False, "--json", help="print the estimate as JSON"),
 ) -> None:
     """Billed tokens and cost for OpenAI fine-tuning (dated price table), and time to train locally here."""
+    from ftlab.cli.settings import build_config
     from ftlab.data.estimate import PRICES_AS_OF, PRICES_SOURCE, estimate_file, openai_model
 
-    n_epochs: int | str = epochs
-    if epochs != "auto":
-        if not epochs.isdigit() or int(epochs) < 1:
-            _fail(f"--epochs must be a positive number or 'auto', got {epochs!r}")
-        n_epochs = int(epochs)
+    try:
+        length = None if max_length is None else str(max_length)
+        settings = build_config({"n_epochs": epochs, "adapter": adapter, "max_length": length})
+    except ValueError as exc:
+        _fail(str(exc))
+    n_epochs = settings.n_epochs
     openai_models = [m for m in model or [] if openai_model(m) is not None]
     local_models = [m for m in model or [] if openai_model(m) is None]
     if len(local_models) > 1:
@@ -240,8 +242,8 @@ def estimate(
         if local:
             from ftlab.train.calibrate import local_time
 
-            result.local = local_time(local, result.sample, result.local_tokens, n_epochs, max_length, adapter,
-                                      refresh=recalibrate)  # fmt: skip
+            result.local = local_time(local, result.sample, result.local_tokens, n_epochs, settings.max_length,
+                                      settings.adapter, refresh=recalibrate)  # fmt: skip
     except (DataError, LookupError, ValueError, OSError) as exc:
         _fail(str(exc))
     if as_json:

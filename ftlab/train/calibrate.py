@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ftlab.config import TrainConfig, auto_epochs, home
+from ftlab.config import TrainConfig, home
 from ftlab.data.schema import ChatExample
 from ftlab.models import best_precision, default_device
 from ftlab.train.recipe import machine_info, measure_throughput
@@ -101,16 +101,16 @@ def local_time(
     refresh: bool = False,
 ) -> LocalTime:
     """How long ftlab's trainer would take on this machine: epochs × tokens ÷ calibrated tokens per second."""
-    max_length = max_length or TrainConfig.model_fields["max_length"].default
-    epochs = auto_epochs(len(example_tokens)) if n_epochs == "auto" else int(n_epochs)
+    limits = {"max_length": max_length} if max_length else {}
+    config = TrainConfig(model=model, n_epochs=n_epochs, adapter=adapter, **limits).resolve(len(example_tokens))
     tokens_per_second, cached = calibrated_throughput(model, examples, adapter=adapter, refresh=refresh)
     return LocalTime(
         model=model,
         adapter=adapter,
         n_examples=len(example_tokens),
-        n_epochs=epochs,
-        max_length=max_length,
-        tokens_per_epoch=sum(min(max_length, n) for n in example_tokens),
+        n_epochs=int(config.n_epochs),
+        max_length=config.max_length,
+        tokens_per_epoch=sum(min(config.max_length, n) for n in example_tokens),
         tokens_per_second=tokens_per_second,
         from_cache=cached,
     )
