@@ -83,11 +83,11 @@ def upgrade_settings(values: dict[str, Any]) -> dict[str, Any]:
     return upgraded
 
 
-def _number_or(word: str, kind: type, **bounds: Any) -> Any:
-    """`kind` within `bounds`, or the word (`"auto"`, `"epoch"`). Only the branch the value is meant for is
-    validated, so a bad value gets one message ("should be at most 50"), not one per branch."""
+def _or_word(word: str, kind: Any, **constraints: Any) -> Any:
+    """`kind` within `constraints`, or the word (`"auto"`, `"epoch"`, `"all-linear"`). Only the branch the value
+    is meant for is validated, so a bad value gets one message ("less than or equal to 50"), not one per branch."""
     return Annotated[
-        Annotated[kind, Field(**bounds), Tag(kind.__name__)] | Annotated[Literal[word], Tag(word)],
+        Annotated[kind, Field(**constraints), Tag(kind.__name__)] | Annotated[Literal[word], Tag(word)],
         Discriminator(lambda value: word if value == word else kind.__name__),
     ]
 
@@ -100,13 +100,13 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     model: str = Field(BUNDLED_MODEL, min_length=1, description="Base model: bundled name, local folder or hub id.")
-    n_epochs: _number_or("auto", int, ge=1, le=50) = Field(
+    n_epochs: _or_word("auto", int, ge=1, le=50) = Field(
         "auto", description="Passes over the training data; 'auto' follows the OpenAI cookbook rule."
     )
-    batch_size: _number_or("auto", int, ge=1, le=256) = Field(
+    batch_size: _or_word("auto", int, ge=1, le=256) = Field(
         "auto", description="Examples per optimizer step; 'auto' is ~0.2% of the examples, up to 8 on small sets."
     )
-    learning_rate_multiplier: _number_or("auto", float, gt=0, le=100) = Field(
+    learning_rate_multiplier: _or_word("auto", float, gt=0, le=100) = Field(
         "auto", description="Multiplies the adapter's base learning rate (LoRA/DoRA 2e-4, full 2e-5); 'auto' is 1."
     )
     method: Literal["supervised"] = Field(
@@ -119,7 +119,7 @@ class TrainConfig(BaseModel):
     lora_r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
     lora_alpha: int = Field(32, ge=1, le=4096, description="LoRA alpha; the adapter's scale is alpha / r.")
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter's input.")
-    lora_target_modules: _number_or("all-linear", list[str], min_length=1) = Field(
+    lora_target_modules: _or_word("all-linear", list[str], min_length=1) = Field(
         "all-linear", description="Modules that get an adapter: all-linear, or a list of names such as q_proj."
     )
     loraplus_lr_ratio: float | None = Field(
@@ -132,7 +132,7 @@ class TrainConfig(BaseModel):
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of the steps the learning rate warms up over.")
     weight_decay: float = Field(0.0, ge=0, le=10, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradients are clipped to this norm.")
-    eval_every: _number_or("epoch", int, ge=1) = Field(
+    eval_every: _or_word("epoch", int, ge=1) = Field(
         "epoch", description="Validation loss every N steps, or once per epoch."
     )
     early_stopping_patience: int | None = Field(
