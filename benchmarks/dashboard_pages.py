@@ -39,7 +39,7 @@ def fill(url: str, n_runs: int, n_points: int, n_datasets: int, n_evals: int) ->
         run_ids = [new_id("run-") for _ in range(n_runs)]
         db.execute(Run.__table__.insert(), [
             {"id": run_id, "status": "succeeded" if i % 10 else "running", "source": "cli", "base_model": "smollm2",
-             "config": {"model": "smollm2", "method": "lora", "n_epochs": 3, "batch_size": 8,
+             "config": {"model": "smollm2", "adapter": "lora", "n_epochs": 3, "batch_size": 8,
                         "learning_rate_multiplier": 1.0 + i % 4, "lora_r": 16, "seed": i},
              "dataset_sha256": {"train": hashes[i % len(hashes)], "validation": hashes[(i + 1) % len(hashes)]},
              "output_dir": f"/runs/{run_id}", "artifacts": {"total_steps": per_run}, "code_version": "0.1.0",

@@ -7,17 +7,24 @@
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
+import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic_core import ErrorDetails
 
 BUNDLED_MODEL = "smollm2-135m-instruct"
 
 # Base learning rates that a learning_rate_multiplier of 1.0 stands for. Adapters tolerate (and need) far
 # larger steps than full fine-tuning.
 BASE_LEARNING_RATE = {"lora": 2e-4, "dora": 2e-4, "full": 2e-5}
+ADAPTERS = tuple(BASE_LEARNING_RATE)
+SUFFIX_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 
 # The OpenAI cookbook's epoch rule (chat fine-tuning data-prep notebook).
 TARGET_EPOCHS = 3
@@ -63,51 +70,89 @@ def auto_batch_size(n_examples: int) -> int:
     return max(openai_rule, min(8, max(1, n_examples // 10)))
 
 
+def upgrade_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """Today's spelling of settings written before a rename: `method: lora|dora|full` (ftlab's adapter choice
+    before `method` became OpenAI's method type) is `adapter`. Old run records, CLI flags and HTTP requests
+    all pass through here."""
+    if values.get("method") not in ADAPTERS:
+        return values
+    upgraded = {k: v for k, v in values.items() if k != "method"}
+    adapter = upgraded.setdefault("adapter", values["method"])
+    if adapter != values["method"]:
+        raise ValueError(f"method '{values['method']}' (the old spelling of adapter) contradicts adapter '{adapter}'")
+    return upgraded
+
+
+def _or_word(word: str, kind: Any, **constraints: Any) -> Any:
+    """`kind` within `constraints`, or the word (`"auto"`, `"epoch"`, `"all-linear"`). Only the branch the value
+    is meant for is validated, so a bad value gets one message ("less than or equal to 50"), not one per branch."""
+    return Annotated[
+        Annotated[kind, Field(**constraints), Tag(kind.__name__)] | Annotated[Literal[word], Tag(word)],
+        Discriminator(lambda value: word if value == word else kind.__name__),
+    ]
+
+
 class TrainConfig(BaseModel):
-    """Every training setting. Unknown keys fail loudly."""
+    """Every training setting, each with its one default, range and description: the `ftlab train` flags and
+    the HTTP `hyperparameters` are derived from these fields. Unknown keys and non-finite numbers fail loudly;
+    the limits on epochs and batch size are OpenAI's."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    model: str = BUNDLED_MODEL
-    n_epochs: int | Literal["auto"] = "auto"
-    batch_size: int | Literal["auto"] = "auto"
-    learning_rate_multiplier: float | Literal["auto"] = "auto"
-    method: Literal["lora", "dora", "full"] = "lora"
-    lora_r: int = Field(16, ge=1)
-    lora_alpha: int = Field(32, ge=1)
-    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    lora_target_modules: list[str] | Literal["all-linear"] = "all-linear"
-    loraplus_lr_ratio: float | None = Field(
-        None, gt=0, description="LoRA+: the B matrices learn this many times faster than A (peft)."
+    model: str = Field(BUNDLED_MODEL, min_length=1, description="Base model: bundled name, local folder or hub id.")
+    n_epochs: _or_word("auto", int, ge=1, le=50) = Field(
+        "auto", description="Passes over the training data; 'auto' follows the OpenAI cookbook rule."
     )
-    seed: int = 42
-    max_length: int = Field(2048, ge=16, description="examples longer than this are cut (and reported)")
-    warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    eval_every: int | Literal["epoch"] = Field(
-        "epoch", description="validation loss every N steps, or once per epoch"
+    batch_size: _or_word("auto", int, ge=1, le=256) = Field(
+        "auto", description="Examples per optimizer step; 'auto' is ~0.2% of the examples, up to 8 on small sets."
+    )
+    learning_rate_multiplier: _or_word("auto", float, gt=0, le=100) = Field(
+        "auto", description="Multiplies the adapter's base learning rate (LoRA/DoRA 2e-4, full 2e-5); 'auto' is 1."
+    )
+    method: Literal["supervised"] = Field(
+        "supervised", description="OpenAI's fine-tuning method; 'lora', 'dora' or 'full' here are the old spelling "
+        "of adapter."
+    )  # fmt: skip
+    adapter: Literal["lora", "dora", "full"] = Field(
+        "lora", description="What is trained: a LoRA or DoRA adapter on the frozen base, or every weight (full)."
+    )
+    lora_r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
+    lora_alpha: int = Field(32, ge=1, le=4096, description="LoRA alpha; the adapter's scale is alpha / r.")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter's input.")
+    lora_target_modules: _or_word("all-linear", list[str], min_length=1) = Field(
+        "all-linear", description="Modules that get an adapter: all-linear, or a list of names such as q_proj."
+    )
+    loraplus_lr_ratio: float | None = Field(
+        None, gt=0, le=1000, description="LoRA+: the B matrices learn this many times faster than A (peft)."
+    )
+    seed: int = Field(42, ge=0, le=2**31 - 1, description="Seed of the adapter's initialisation and the batch order.")
+    max_length: int = Field(
+        2048, ge=16, le=131_072, description="Examples longer than this many tokens are cut (and reported)."
+    )
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of the steps the learning rate warms up over.")
+    weight_decay: float = Field(0.0, ge=0, le=10, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradients are clipped to this norm.")
+    eval_every: _or_word("epoch", int, ge=1) = Field(
+        "epoch", description="Validation loss every N steps, or once per epoch."
     )
     early_stopping_patience: int | None = Field(
-        None, ge=1, description="stop after this many evaluations without a better validation loss"
+        None, ge=1, description="Stop after this many evaluations without a better validation loss."
     )
-    precision: Literal["auto", "fp32", "bf16-autocast", "bf16"] = "auto"
-    attention: Literal["auto", "eager", "sdpa"] = "auto"
-    suffix: str | None = None
+    precision: Literal["auto", "fp32", "bf16-autocast", "bf16"] = Field(
+        "auto", description="Weight and compute precision; 'auto' picks the fastest measured for the device."
+    )
+    attention: Literal["auto", "eager", "sdpa"] = Field(
+        "auto", description="Attention kernel; 'auto' is eager on a CPU and sdpa on a GPU."
+    )
+    suffix: str | None = Field(
+        None, pattern=SUFFIX_PATTERN, description="Up to 64 letters, digits, '.', '_' or '-' naming the fine-tuned "
+        "model (ft:BASE:ftlab:SUFFIX:ID)."
+    )  # fmt: skip
 
-    @field_validator("n_epochs", "batch_size")
+    @model_validator(mode="before")
     @classmethod
-    def _positive(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and value < 1:
-            raise ValueError("must be at least 1 or 'auto'")
-        return value
-
-    @field_validator("learning_rate_multiplier")
-    @classmethod
-    def _positive_float(cls, value: float | str) -> float | str:
-        if isinstance(value, float | int) and value <= 0:
-            raise ValueError("must be greater than 0 or 'auto'")
-        return value
+    def _upgrade(cls, data: Any) -> Any:
+        return upgrade_settings(data) if isinstance(data, dict) else data
 
     def resolve(self, n_train_examples: int) -> TrainConfig:
         """A copy with every "auto" replaced by the number it stands for."""
@@ -127,4 +172,42 @@ class TrainConfig(BaseModel):
     def learning_rate(self) -> float:
         if self.learning_rate_multiplier == "auto":
             raise ValueError("resolve() the config before asking for its learning rate")
-        return BASE_LEARNING_RATE[self.method] * float(self.learning_rate_multiplier)
+        return BASE_LEARNING_RATE[self.adapter] * float(self.learning_rate_multiplier)
+
+
+class ConfigFileError(ValueError):
+    """A config file that cannot be read as settings; the message names the file."""
+
+
+def read_settings(path: Path) -> dict[str, Any]:
+    """The settings in a YAML, TOML or JSON file (by its extension), not yet validated: `TrainConfig` checks
+    the names and values. A run folder's own config.json holds its resolved settings under `config`, so
+    `--config RUN/config.json` repeats that run."""
+    readers = {".yaml": yaml.safe_load, ".yml": yaml.safe_load, ".toml": tomllib.loads, ".json": json.loads}
+    reader = readers.get(path.suffix.lower())
+    if reader is None:
+        raise ConfigFileError(f"{path}: a config file is YAML (.yaml, .yml), TOML (.toml) or JSON (.json)")
+    try:
+        data = reader(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigFileError(f"{path}: cannot read it: {exc}") from None
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigFileError(f"{path}: not valid {path.suffix.lstrip('.').upper()}: {exc}") from None
+    if data is None:  # an empty YAML file
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigFileError(f"{path}: expected setting names and values, got a {type(data).__name__}")
+    if isinstance(data.get("config"), dict):  # a run record: {"config": {...}, "machine": {...}, ...}
+        return data["config"]
+    return data
+
+
+def explain(error: ErrorDetails) -> tuple[str, str]:
+    """(setting, message) for one validation error of `TrainConfig`: what is wrong, quoting the value."""
+    if not error["loc"]:  # a check across settings
+        return "", error["msg"].removeprefix("Value error, ")
+    setting = str(error["loc"][0])
+    if error["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(setting, TrainConfig.model_fields, n=1)
+        return setting, "unknown setting" + (f" (did you mean '{close[0]}'?)" if close else "")
+    return setting, f"{error['msg'].removeprefix('Value error, ')} (got {error['input']!r})"

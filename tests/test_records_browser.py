@@ -29,7 +29,7 @@ def test_the_loss_chart_updates_while_a_job_trains(tmp_path: Path, tiny_model_di
     server = Server(tmp_path / "home").start()
     try:
         client = server.client()
-        train = write_jsonl(tmp_path / "train.jsonl", chat_rows(EMOJI))
+        train = write_jsonl(tmp_path / "train.jsonl", chat_rows(EMOJI * 4))
         valid = write_jsonl(tmp_path / "valid.jsonl", chat_rows(EMOJI[:4]))
         with open(train, "rb") as t, open(valid, "rb") as v:
             train_id = client.files.create(file=t, purpose="fine-tune").id
@@ -42,11 +42,12 @@ def test_the_loss_chart_updates_while_a_job_trains(tmp_path: Path, tiny_model_di
             page.set_default_timeout(HANG_GUARD_MS)
             errors: list[str] = []
             page.on("pageerror", lambda error: errors.append(str(error)))
-            # Long (2,400 steps) so it is still training while the page watches; cancelled at the end. The page
-            # opens while the job is queued, so every point on the chart arrives by polling, without a reload.
+            # Long (50 epochs, OpenAI's most, of 48 examples: 2,400 steps) so it is still training while the page
+            # watches; cancelled at the end. The page opens while the job is queued, so every point on the chart
+            # arrives by polling, without a reload.
             job = client.fine_tuning.jobs.create(training_file=train_id, validation_file=valid_id,
                                                  model=str(tiny_model_dir),
-                                                 hyperparameters={"n_epochs": 200, "batch_size": 1})  # fmt: skip
+                                                 hyperparameters={"n_epochs": 50, "batch_size": 1})  # fmt: skip
             page.goto(f"{base}/runs/{job.id}")  # a job id names its run
             drawn = "n => +document.querySelector('#loss-chart').dataset.points > n"
             page.wait_for_function(drawn, arg=0)

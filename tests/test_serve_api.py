@@ -5,6 +5,7 @@ answered with the right status and a message that names the problem."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 from pathlib import Path
@@ -314,13 +315,13 @@ BAD_INPUTS = [
     ("wrong-purpose-file", _job(training_file=lambda ids: ids["user_data"]), 400, ["purpose", "fine-tune"]),
     ("too-few-examples", _job(training_file=lambda ids: ids["small"]), 400, ["1 example", "at least 10"]),
     ("same-validation-file", _job(validation_file=lambda ids: ids["train"]), 400, ["validation_file"]),
-    ("n-epochs-0", _job(hyperparameters={"n_epochs": 0}), 400, ["n_epochs", "at least 1"]),
+    ("n-epochs-0", _job(hyperparameters={"n_epochs": 0}), 400, ["n_epochs", "greater than or equal to 1"]),
     ("n-epochs-0-in-method", _job(method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 0}}}),
      400, ["n_epochs"]),
     ("negative-lr", _job(hyperparameters={"learning_rate_multiplier": -1}), 400, ["learning_rate_multiplier"]),
     ("batch-size-word", _job(hyperparameters={"batch_size": "big"}), 400, ["batch_size"]),
     ("unknown-hyperparameter", _job(hyperparameters={"warp_speed": 9}), 400, ["warp_speed"]),
-    ("dpo-method", _job(method={"type": "dpo"}), 400, ["dpo", "not supported"]),
+    ("dpo-method", _job(method={"type": "dpo"}), 400, ["method.type", "(got 'dpo')", "supervised"]),
     ("unknown-model", _job(model="gpt-17-turbo"), 400, ["gpt-17-turbo", "not available"]),
     ("bad-suffix", _job(suffix="my suffix!"), 400, ["suffix"]),
     ("long-suffix", _job(suffix="x" * 65), 400, ["suffix"]),
@@ -402,6 +403,65 @@ def test_validate_and_upload_give_the_same_finding(client: openai.OpenAI, tmp_pa
     assert result.exit_code == 1 and first.lines == [3]
     assert info.value.body["message"] == f"Invalid training file: bad.jsonl, {first.location()}: {first.message} " \
                                          f"(fix: {first.fix})"  # fmt: skip
+
+
+BAD_SETTINGS = [
+    ({"hyperparameters": {"n_epochs": 51}}, "hyperparameters.n_epochs", "less than or equal to 50", "51"),
+    ({"hyperparameters": {"lora_r": 0}}, "hyperparameters.lora_r", "greater than or equal to 1", "0"),
+    ({"hyperparameters": {"warmup_ratio": 1.0}}, "hyperparameters.warmup_ratio", "less than 1", "1.0"),
+    ({"hyperparameters": {"adapter": "qlora"}}, "hyperparameters.adapter", "'lora', 'dora' or 'full'", "'qlora'"),
+    ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"eval_every": 0}}}},
+     "method.supervised.hyperparameters.eval_every", "greater than or equal to 1", "0"),
+    ({"seed": -1}, "seed", "greater than or equal to 0", "-1"),
+    ({"seed": 2**31}, "seed", "less than or equal to 2147483647", "2147483648"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("params", "param", "problem", "value"), BAD_SETTINGS, ids=[c[1] for c in BAD_SETTINGS])
+def test_a_bad_setting_is_a_400_naming_the_parameter_and_the_value(
+    client: openai.OpenAI, uploaded: dict[str, str], tiny_model_dir: Path, params: dict, param: str, problem: str,
+    value: str,
+) -> None:  # fmt: skip
+    with pytest.raises(openai.BadRequestError) as info:
+        client.fine_tuning.jobs.create(training_file=uploaded["train"], model=str(tiny_model_dir), **params)
+    error = info.value.body
+    assert (error["param"], error["code"]) == (param, "invalid_value"), error
+    assert error["message"] == f"Invalid value for '{param}': Input should be {problem} (got {value})"
+
+
+@pytest.mark.parametrize("where", ["hyperparameters", "method.supervised.hyperparameters"])
+@pytest.mark.parametrize(("setting", "number"), [("learning_rate_multiplier", math.nan), ("weight_decay", math.inf)])
+def test_nan_and_infinity_are_refused(server: Server, uploaded: dict[str, str], tiny_model_dir: Path, where: str,
+                                      setting: str, number: float) -> None:  # fmt: skip
+    # The openai client cannot send NaN (it serialises with allow_nan=False); Python's json writes and reads it.
+    settings = {setting: number}
+    body = {"model": str(tiny_model_dir), "training_file": uploaded["train"],
+            **({"hyperparameters": settings} if where == "hyperparameters"
+               else {"method": {"type": "supervised", "supervised": {"hyperparameters": settings}}})}  # fmt: skip
+    response = httpx.post(f"{server.base_url}/fine_tuning/jobs", content=json.dumps(body),
+                          headers={"content-type": "application/json"})  # fmt: skip
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["param"] == f"{where}.{setting}", error
+    assert error["code"] == "invalid_value" and "finite number" in error["message"]
+
+
+def test_old_method_hyperparameter_and_the_default_seed(
+    server: Server, client: openai.OpenAI, uploaded: dict[str, str], tiny_model_dir: Path
+) -> None:
+    from sqlalchemy import select
+
+    from ftlab.records.db import session_scope
+    from ftlab.records.tables import Job
+
+    job = client.fine_tuning.jobs.create(
+        training_file=uploaded["train"], model=str(tiny_model_dir),
+        hyperparameters={"method": "dora", "n_epochs": 1, "batch_size": 5},  # "method" is adapter's old spelling
+    )  # fmt: skip
+    assert job.seed == 42 and job.method.type == "supervised"  # the seed every front door defaults to
+    assert wait_terminal(client, job.id).status == "succeeded"
+    with session_scope(f"sqlite:///{server.home / 'ftlab.db'}") as db:
+        config = db.scalar(select(Job).where(Job.id == job.id)).run.config
+    assert (config["adapter"], config["method"], config["seed"]) == ("dora", "supervised", 42)
 
 
 def test_unknown_route_and_malformed_json_use_openai_error_shape(server: Server) -> None:

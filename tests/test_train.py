@@ -94,6 +94,16 @@ def test_unknown_setting_fails_loudly() -> None:
         TrainConfig(n_epochs=0)
 
 
+def test_old_method_spelling_means_adapter() -> None:
+    assert TrainConfig(method="dora").adapter == "dora" and TrainConfig(method="dora").method == "supervised"
+    assert TrainConfig.model_validate({"method": "full", "adapter": "full"}).adapter == "full"
+    assert TrainConfig(method="full").resolve(10).learning_rate == 2e-5
+    with pytest.raises(ValueError, match="contradicts adapter 'lora'"):
+        TrainConfig(method="dora", adapter="lora")
+    with pytest.raises(ValueError, match="supervised"):
+        TrainConfig(method="qlora")
+
+
 def test_length_grouped_batches_cover_everything_once_and_group_lengths() -> None:
     lengths = [((i * 37) % 100) + 1 for i in range(200)]
     batches = length_grouped_batches(lengths, 8, seed=1, epoch=0)
@@ -158,17 +168,17 @@ def test_same_seed_same_loss_curve_and_resume_equals_uninterrupted(tiny_model_di
     assert all(torch.equal(a[k], c[k]) for k in a)
 
 
-@pytest.mark.parametrize("method", ["dora", "full"])
-def test_other_methods_train(tiny_model_dir: Path, data, tmp_path: Path, method: str) -> None:
-    result = train(tiny_config(tiny_model_dir, method=method, n_epochs=1), *data, tmp_path / method, progress=False)
+@pytest.mark.parametrize("adapter", ["dora", "full"])
+def test_other_adapters_train(tiny_model_dir: Path, data, tmp_path: Path, adapter: str) -> None:
+    result = train(tiny_config(tiny_model_dir, adapter=adapter, n_epochs=1), *data, tmp_path / adapter, progress=False)
     rows = read_rows(result.metrics_csv)
     assert result.status == "succeeded" and len(rows) == 6
-    assert (result.final_dir / ("model.safetensors" if method == "full" else "adapter_config.json")).exists()
+    assert (result.final_dir / ("model.safetensors" if adapter == "full" else "adapter_config.json")).exists()
 
 
 def test_loraplus_and_early_stopping(tiny_model_dir: Path, data, tmp_path: Path) -> None:
-    # A learning rate this large makes validation loss worsen at once; patience 1 stops the run.
-    config = tiny_config(tiny_model_dir, n_epochs=6, learning_rate_multiplier=20000.0, loraplus_lr_ratio=16,
+    # The largest learning rate allowed (x100, B matrices 16x faster) soon worsens validation loss; patience 1 stops.
+    config = tiny_config(tiny_model_dir, n_epochs=6, learning_rate_multiplier=100.0, loraplus_lr_ratio=16,
                          early_stopping_patience=1)
     result = train(config, *data, tmp_path / "es", progress=False)
     assert result.stopped_early and len(result.checkpoints) < 6

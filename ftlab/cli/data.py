@@ -215,19 +215,21 @@ def estimate(
     epochs: str = typer.Option("auto", "--epochs", help="number of epochs, or 'auto' (the cookbook rule)"),
     local_model: str = typer.Option(BUNDLED_MODEL, "--local-model", help="local model to time training for"),
     no_local: bool = typer.Option(False, "--no-local", help="skip the local training-time estimate"),
-    method: str = typer.Option("lora", "--method", help="local method: lora, dora or full"),
+    adapter: str = typer.Option("lora", "--adapter", "--method", help="local adapter: lora, dora or full"),
     max_length: int | None = typer.Option(None, "--max-length", help="local training length (default 2048)"),
     recalibrate: bool = typer.Option(False, "--recalibrate", help="measure this machine's throughput again"),
     as_json: bool = typer.Option(False, "--json", help="print the estimate as JSON"),
 ) -> None:
     """Billed tokens and cost for OpenAI fine-tuning (dated price table), and time to train locally here."""
+    from ftlab.cli.settings import build_config
     from ftlab.data.estimate import PRICES_AS_OF, PRICES_SOURCE, estimate_file, openai_model
 
-    n_epochs: int | str = epochs
-    if epochs != "auto":
-        if not epochs.isdigit() or int(epochs) < 1:
-            _fail(f"--epochs must be a positive number or 'auto', got {epochs!r}")
-        n_epochs = int(epochs)
+    try:
+        length = None if max_length is None else str(max_length)
+        settings = build_config({"n_epochs": epochs, "adapter": adapter, "max_length": length})
+    except ValueError as exc:
+        _fail(str(exc))
+    n_epochs = settings.n_epochs
     openai_models = [m for m in model or [] if openai_model(m) is not None]
     local_models = [m for m in model or [] if openai_model(m) is None]
     if len(local_models) > 1:
@@ -240,8 +242,8 @@ def estimate(
         if local:
             from ftlab.train.calibrate import local_time
 
-            result.local = local_time(local, result.sample, result.local_tokens, n_epochs, max_length, method,
-                                      refresh=recalibrate)  # fmt: skip
+            result.local = local_time(local, result.sample, result.local_tokens, n_epochs, settings.max_length,
+                                      settings.adapter, refresh=recalibrate)  # fmt: skip
     except (DataError, LookupError, ValueError, OSError) as exc:
         _fail(str(exc))
     if as_json:
@@ -263,7 +265,7 @@ def estimate(
         minutes = t.seconds / 60
         source = "cached calibration" if t.from_cache else "just measured"
         out.print(
-            f"local ({escape(t.model)}, {t.method}): {t.n_epochs} epochs × {t.tokens_per_epoch:,} tokens at "
+            f"local ({escape(t.model)}, {t.adapter}): {t.n_epochs} epochs × {t.tokens_per_epoch:,} tokens at "
             f"{t.tokens_per_second:,.0f} tokens/s ({source}) ≈ [bold]{minutes:,.1f} min[/] of training",
             highlight=False,
         )

@@ -42,7 +42,7 @@ def list_command(
     status: Annotated[str | None, typer.Option(help="Only runs with this status (e.g. succeeded, running).")] = None,
     as_json: Annotated[bool, JSON_OPTION] = False,
 ) -> None:
-    """List the newest runs: status, model, method, training data, progress and losses."""
+    """List the newest runs: status, model, adapter, training data, progress and losses."""
     from ftlab.records.query import list_runs
 
     db, _ = _open([])
@@ -52,12 +52,12 @@ def list_command(
             typer.echo(json.dumps([r.to_dict() for r in rows], indent=2))
             return
         table = Table(title=f"{len(rows)} newest runs" if rows else "no runs recorded yet")
-        for title in ("id", "status", "source", "model", "method", "train data", "steps", "train loss",
+        for title in ("id", "status", "source", "model", "adapter", "train data", "steps", "train loss",
                       "best valid loss", "started"):  # fmt: skip
             table.add_column(title, overflow="fold")
         for row in rows:
             run = row.run
-            table.add_row(run.id, run.status, run.source, run.base_model, run.config.get("method", "-"),
+            table.add_row(run.id, run.status, run.source, run.base_model, run.adapter,
                           _fmt(run.dataset_sha256.get("train")), row.progress, _fmt(row.train_loss),
                           _fmt(row.best_valid_loss), _when(run.started_at or run.created_at))  # fmt: skip
         print_table(console, table)

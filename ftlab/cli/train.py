@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
+from ftlab.cli.settings import build_config, takes_settings
 from ftlab.config import BUNDLED_MODEL, TrainConfig
 from ftlab.data.schema import DataError
 from ftlab.models import ModelNotFound
@@ -17,26 +18,8 @@ console = Console()
 err = Console(stderr=True)
 
 
-def _auto_int(value: str, name: str) -> int | str:
-    if value == "auto":
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise typer.BadParameter(f"{name} must be a whole number or 'auto', got {value!r}") from None
-
-
-def _auto_float(value: str, name: str) -> float | str:
-    if value == "auto":
-        return value
-    try:
-        return float(value)
-    except ValueError:
-        raise typer.BadParameter(f"{name} must be a number or 'auto', got {value!r}") from None
-
-
-def fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}")
+def fail(message: str) -> NoReturn:
+    err.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(2)
 
 
@@ -53,26 +36,15 @@ def print_mask(config: TrainConfig, train_file: Path, n: int) -> None:
         console.print(render_mask(tokenizer, item), highlight=False)
 
 
+@takes_settings
 def train_command(
     train_file: Annotated[Path, typer.Argument(help="Chat JSONL training file (OpenAI fine-tuning format).")],
+    config_file: Annotated[
+        Path | None,
+        typer.Option("--config", help="Settings from a YAML, TOML or JSON file (a run's config.json repeats that "
+                     "run); flags given override it."),
+    ] = None,  # fmt: skip
     validation: Annotated[Path | None, typer.Option("--validation", help="Chat JSONL validation file.")] = None,
-    model: Annotated[str, typer.Option(help="Bundled name, local Hugging Face folder or hub id.")] = BUNDLED_MODEL,
-    epochs: Annotated[str, typer.Option(help="Epochs, or 'auto' (OpenAI cookbook rule).")] = "auto",
-    batch_size: Annotated[str, typer.Option(help="Examples per step, or 'auto'.")] = "auto",
-    learning_rate_multiplier: Annotated[
-        str, typer.Option(help="Multiplier of the method's base learning rate (LoRA 2e-4, full 2e-5), or 'auto'.")
-    ] = "auto",
-    method: Annotated[str, typer.Option(help="lora, dora or full.")] = "lora",
-    lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
-    lora_alpha: Annotated[int, typer.Option(help="LoRA alpha (scale = alpha / r).")] = 32,
-    loraplus_lr_ratio: Annotated[
-        float | None, typer.Option(help="LoRA+: learning-rate ratio of B to A matrices (e.g. 16).")
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Seed for initialisation and batch order.")] = 42,
-    early_stopping_patience: Annotated[
-        int | None, typer.Option(help="Stop after this many validations without improvement.")
-    ] = None,
-    max_length: Annotated[int, typer.Option(help="Cut examples longer than this many tokens.")] = 2048,
     output: Annotated[Path | None, typer.Option("--output", help="Run folder (default FTLAB_HOME/runs/…).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the last epoch checkpoint in --output.")] = False,
     print_mask_n: Annotated[
@@ -83,29 +55,15 @@ def train_command(
         typer.Option(help="Also export the run to MLflow at this tracking URI (server URL, sqlite:///…, folder)."),
     ] = None,
     mlflow_experiment: Annotated[str, typer.Option(help="MLflow experiment for --mlflow.")] = "ftlab",
+    **settings: str | None,
 ) -> None:
     """Fine-tune a chat model on a chat JSONL file (LoRA by default) and write a run folder."""
     from ftlab.train.recipe import train
 
     try:
-        config = TrainConfig(
-            model=model,
-            n_epochs=_auto_int(epochs, "--epochs"),
-            batch_size=_auto_int(batch_size, "--batch-size"),
-            learning_rate_multiplier=_auto_float(learning_rate_multiplier, "--learning-rate-multiplier"),
-            method=method,
-            lora_r=lora_r,
-            lora_alpha=lora_alpha,
-            loraplus_lr_ratio=loraplus_lr_ratio,
-            seed=seed,
-            early_stopping_patience=early_stopping_patience,
-            max_length=max_length,
-        )
-    except ValidationError as exc:
-        problem = exc.errors()[0]
-        name = str(problem["loc"][0])
-        flag = {"n_epochs": "epochs"}.get(name, name).replace("_", "-")
-        fail(f"--{flag}: {problem['msg'].removeprefix('Value error, ')}")
+        config = build_config(settings, config_file)
+    except ValueError as exc:
+        fail(str(exc))
     if resume and output is None:
         fail("--resume needs --output (the run folder to continue)")
     if mlflow:
@@ -154,7 +112,7 @@ def train_command(
     console.print(
         f"\n[bold]Run folder:[/] {result.output_dir}\n"
         f"  resolved: n_epochs={c.n_epochs} batch_size={c.batch_size} "
-        f"learning_rate_multiplier={c.learning_rate_multiplier} (lr {c.learning_rate:.2e})\n"
+        f"learning_rate_multiplier={c.learning_rate_multiplier} (lr {c.learning_rate:.2e}) seed={c.seed}\n"
         f"  final adapter: {result.final_dir}\n  metrics: {result.metrics_csv}\n"
         f"  loss plot: {result.output_dir / 'loss.png'}"
     )

@@ -72,7 +72,7 @@ class RunRow:
         run = self.run
         return {
             "id": run.id, "status": self.status, "source": run.source, "base_model": run.base_model,
-            "method": run.config.get("method"), "job_id": self.job_id, "fine_tuned_model": self.fine_tuned_model,
+            "adapter": run.adapter, "job_id": self.job_id, "fine_tuned_model": self.fine_tuned_model,
             "created_at": run.created_at, "started_at": run.started_at, "finished_at": run.finished_at,
             "train_sha256": run.dataset_sha256.get("train"), "validation_sha256": run.dataset_sha256.get("validation"),
             "steps": self.steps, "total_steps": self.total_steps, "train_loss": self.train_loss,
@@ -308,17 +308,18 @@ def _duration(run: Run) -> int | None:
 
 def comparison(db: Session, runs: list[Run]) -> list[tuple[str, str, list[Any]]]:
     """(section, field, one value per run) for everything that identifies a run and what it achieved:
-    data hashes, base model and method, every hyperparameter, code version, machine and the results."""
+    data hashes, base model and adapter, every hyperparameter, code version, machine and the results."""
     rows_by_run = {r.run.pk: r for r in run_rows(db, runs)}
     table: list[tuple[str, str, list[Any]]] = []
     roles = sorted({role for run in runs for role in run.dataset_sha256}, key=lambda r: (r != "train", r))
     for role in roles:
         table.append(("data", f"{role} sha256", [run.dataset_sha256.get(role) for run in runs]))
     table.append(("model", "base_model", [run.base_model for run in runs]))
-    table.append(("model", "method", [run.config.get("method") for run in runs]))
-    keys = [k for k in dict.fromkeys(k for run in runs for k in run.config) if k not in ("model", "method")]
+    table.append(("model", "adapter", [run.adapter for run in runs]))
+    configs = [run.settings for run in runs]
+    keys = [k for k in dict.fromkeys(k for config in configs for k in config) if k not in ("model", "adapter")]
     for key in keys:
-        table.append(("hyperparameters", key, [_cell(run.config.get(key)) for run in runs]))
+        table.append(("hyperparameters", key, [_cell(config.get(key)) for config in configs]))
     table.append(("hyperparameters", "learning_rate", [(run.artifacts or {}).get("learning_rate") for run in runs]))
     table.append(("code", "code_version", [run.code_version for run in runs]))
     for key in MACHINE_KEYS:

@@ -21,6 +21,8 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from ftlab.config import upgrade_settings
+
 _ALPHABET = string.ascii_letters + string.digits
 
 
@@ -75,6 +77,15 @@ class Run(Base):
 
     metrics: Mapped[list[RunMetric]] = relationship(back_populates="run", order_by="RunMetric.pk")
     checkpoints: Mapped[list[Checkpoint]] = relationship(back_populates="run", order_by="Checkpoint.step")
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The recorded config in today's spelling (runs recorded before a rename keep their old keys)."""
+        return upgrade_settings(self.config or {})
+
+    @property
+    def adapter(self) -> str:
+        return self.settings.get("adapter", "–")
 
 
 class RunMetric(Base):

@@ -24,6 +24,7 @@ Layout (routes are thin; each module below does one thing):
 - `errors`: OpenAI's error shape `{"error": {"message", "type", "param", "code"}}`.
 
 Extensions beyond OpenAI's API: `model` may be a local Hugging Face folder; `hyperparameters` (or
-`method.supervised.hyperparameters`) may carry any `TrainConfig` field such as `lora_r`; chat completions accept
-`labels: [...]` (via `extra_body`) to make the reply exactly one of those labels.
+`method.supervised.hyperparameters`) may carry any `TrainConfig` field such as `lora_r` or `adapter` (typed from
+TrainConfig; `method: lora|dora|full` there is adapter's old spelling); a job without a `seed` uses 42; chat
+completions accept `labels: [...]` (via `extra_body`) to make the reply exactly one of those labels.
 """

@@ -69,7 +69,9 @@ def _validation_error(exc: RequestValidationError) -> APIError:
     loc = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path")]
     # Drop pydantic's union-branch markers such as `int` or `literal['auto']` from the path.
     loc = [
-        part for part in loc if not part.startswith(("literal[", "function-")) and part not in ("int", "float", "str")
+        part
+        for part in loc
+        if not part.startswith(("literal[", "function-")) and part not in ("int", "float", "str", "list")
     ]
     param = ".".join(loc) or None
     kind = error.get("type", "")
@@ -82,6 +84,8 @@ def _validation_error(exc: RequestValidationError) -> APIError:
         param = None
     else:
         message = f"Invalid value for '{param}': {error.get('msg', 'invalid').removeprefix('Value error, ')}"
+        if not isinstance(error.get("input"), dict | list):  # a scalar is worth quoting; a whole object is not
+            message += f" (got {error.get('input')!r:.80})"
     return bad_request(message, param=param, code="invalid_value" if kind not in ("missing",) else None)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import secrets
 from typing import Any
 
 from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
@@ -14,7 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ftlab.config import TrainConfig, runs_dir
+from ftlab.config import TrainConfig, explain, runs_dir
 from ftlab.data.validate import example_count_finding, server_min_examples
 from ftlab.records.tables import Checkpoint, Job, JobEvent, Run, new_id, now
 from ftlab.serve import catalog
@@ -24,7 +23,6 @@ from ftlab.serve.schemas import JobCreate
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 OPENAI_HYPERPARAMETERS = ("batch_size", "learning_rate_multiplier", "n_epochs")
-NOT_HYPERPARAMETERS = ("model", "seed", "suffix")  # TrainConfig fields set from the job's own fields
 CHECKPOINT_METRICS = (
     "train_loss",
     "train_mean_token_accuracy",
@@ -94,37 +92,26 @@ def _integrations(integrations: list[dict[str, Any]] | None) -> list[dict[str, A
     return checked
 
 
-def _train_config(request: JobCreate, seed: int) -> tuple[TrainConfig, str]:
-    """The job's `TrainConfig` and the parameter path its hyperparameters came from."""
-    hyperparameters: dict[str, Any] = {}
-    param = "hyperparameters"
-    if request.hyperparameters is not None:
-        hyperparameters.update(request.hyperparameters.model_dump(exclude_none=True))
+def _train_config(request: JobCreate) -> TrainConfig:
+    """The job's `TrainConfig`: its own fields (model, seed, suffix, method.type), then `hyperparameters`, then
+    `method.supervised.hyperparameters`. A bad value is a 400 naming the parameter it came from."""
+    given = {"model": ("model", request.model)}  # setting -> (request parameter, value)
+    given |= {name: (name, value) for name in ("seed", "suffix") if (value := getattr(request, name)) is not None}
+    sources = [("hyperparameters", request.hyperparameters)]
     if request.method is not None:
-        if request.method.type != "supervised":
-            raise bad_request(
-                f"method type '{request.method.type}' is not supported by ftlab yet; use 'supervised'",
-                param="method.type",
-                code="unsupported_method",
-            )
-        if request.method.supervised and request.method.supervised.hyperparameters:
-            hyperparameters.update(request.method.supervised.hyperparameters.model_dump(exclude_none=True))
-            param = "method.supervised.hyperparameters"
-    for key in hyperparameters:
-        if key in NOT_HYPERPARAMETERS or key not in TrainConfig.model_fields:
-            raise bad_request(f"Unrecognized hyperparameter: '{key}'", param=f"{param}.{key}", code="invalid_value")
+        given["method"] = ("method.type", request.method.type)
+        supervised = request.method.supervised
+        sources.append(("method.supervised.hyperparameters", supervised and supervised.hyperparameters))
+    for prefix, hyperparameters in sources:
+        values = hyperparameters.model_dump(exclude_none=True) if hyperparameters else {}
+        given |= {name: (f"{prefix}.{name}", value) for name, value in values.items()}
     try:
-        config = TrainConfig(model=request.model, seed=seed, suffix=request.suffix, **hyperparameters)
+        return TrainConfig(**{name: value for name, (_, value) in given.items()})
     except ValidationError as exc:
-        error = exc.errors()[0]
-        field = str(error["loc"][0]) if error["loc"] else ""
-        message = error["msg"].removeprefix("Value error, ")
-        raise bad_request(
-            f"Invalid value for '{field}': {message} (got {error.get('input')!r})",
-            param=f"{param}.{field}",
-            code="invalid_value",
-        ) from None
-    return config, param
+        setting, message = explain(exc.errors()[0])
+        param = given[setting][0] if setting in given else None
+        code = "unsupported_method" if setting == "method" else "invalid_value"
+        raise bad_request(f"Invalid value for '{param or setting}': {message}", param=param, code=code) from None
 
 
 def _examples_of(db: Session, file_id: str, param: str) -> tuple[int, str]:
@@ -156,8 +143,7 @@ def create_job(db: Session, request: JobCreate) -> Job:
         )
     integrations = _integrations(request.integrations)
     _check_metadata(request.metadata)
-    seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
-    config, _ = _train_config(request, seed)
+    config = _train_config(request)
 
     n_train, train_sha = _examples_of(db, request.training_file, "training_file")
     too_few = example_count_finding(n_train, server_min_examples())
@@ -191,8 +177,8 @@ def create_job(db: Session, request: JobCreate) -> Job:
         training_file=request.training_file,
         validation_file=request.validation_file,
         hyperparameters=hyperparameters,
-        method={"type": "supervised", "supervised": {"hyperparameters": hyperparameters}},
-        seed=seed,
+        method={"type": resolved.method, resolved.method: {"hyperparameters": hyperparameters}},
+        seed=resolved.seed,
         suffix=request.suffix,
         metadata_=request.metadata,
         integrations=integrations,

@@ -6,21 +6,36 @@ quirks, like `hyperparameters` on every job or `status` on every file — are ex
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic.fields import FieldInfo
 
-SUFFIX_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+from ftlab.config import TrainConfig, upgrade_settings
+
+JOB_FIELDS = ("model", "method", "seed", "suffix")  # TrainConfig fields a job sets from its own parameters
 
 
-class Hyperparameters(BaseModel):
-    """OpenAI's three hyperparameters; any other `TrainConfig` field (lora_r, lora_alpha, …) may ride along."""
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    model_config = ConfigDict(extra="allow")
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade(cls, data: Any) -> Any:  # hyperparameters.method lora|dora|full: the old spelling of adapter
+        return upgrade_settings(data) if isinstance(data, dict) else data
 
-    batch_size: int | Literal["auto"] | None = None
-    learning_rate_multiplier: float | Literal["auto"] | None = None
-    n_epochs: int | Literal["auto"] | None = None
+
+def _optional(field: FieldInfo) -> tuple[Any, None]:
+    """A TrainConfig field as a request parameter: its type, range and description; None when not given."""
+    return Annotated[field.rebuild_annotation() | None, Field(description=field.description)], None
+
+
+# OpenAI's three hyperparameters and every other TrainConfig field (lora_r, adapter, …), typed from TrainConfig.
+Hyperparameters = create_model(
+    "Hyperparameters",
+    __base__=_Settings,
+    **{name: _optional(field) for name, field in TrainConfig.model_fields.items() if name not in JOB_FIELDS},
+)
 
 
 class SupervisedMethod(BaseModel):
@@ -48,8 +63,8 @@ class JobCreate(BaseModel):
     validation_file: str | None = None
     hyperparameters: Hyperparameters | None = None
     method: Method | None = None
-    suffix: str | None = Field(None, pattern=SUFFIX_PATTERN, description="up to 64 letters, digits, '.', '_' or '-'")
-    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    suffix: str | None = None  # checked, like seed, by TrainConfig
+    seed: int | None = None  # TrainConfig's default (42) when not given
     metadata: dict[str, str] | None = None
     integrations: list[dict[str, Any]] | None = None
 

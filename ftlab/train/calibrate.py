@@ -1,5 +1,5 @@
 """How long training would take on this machine, before any is spent: a short calibration run of the recipe
-(tokens per second, cached per machine, model and method under FTLAB_HOME) times the tokens a run would train.
+(tokens per second, cached per machine, model and adapter under FTLAB_HOME) times the tokens a run would train.
 `ftlab data estimate` puts this next to OpenAI's price for the same file.
 """
 
@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ftlab.config import TrainConfig, auto_epochs, home
+from ftlab.config import TrainConfig, home
 from ftlab.data.schema import ChatExample
 from ftlab.models import best_precision, default_device
 from ftlab.train.recipe import machine_info, measure_throughput
@@ -33,24 +33,24 @@ def machine_key() -> str:
 
 
 def calibrated_throughput(
-    model: str, examples: list[ChatExample], method: str = "lora", refresh: bool = False
+    model: str, examples: list[ChatExample], adapter: str = "lora", refresh: bool = False
 ) -> tuple[float, bool]:
     """(training tokens per second, whether it came from the cache) for `model` on this machine.
 
     Measured once with a short run of the trainer (`measure_throughput`) and cached in
-    FTLAB_HOME/calibration.json per machine, model, method and weight precision.
+    FTLAB_HOME/calibration.json per machine, model, adapter and weight precision.
     """
     path = home() / "calibration.json"
     cache = json.loads(path.read_text()) if path.exists() else {}
-    settings = best_precision(default_device(), frozen_base=method != "full")  # the recipe's speed depends on it
-    key = f"{machine_key()}|{model}|{method}|{str(settings.weights).removeprefix('torch.')}"
+    settings = best_precision(default_device(), frozen_base=adapter != "full")  # the recipe's speed depends on it
+    key = f"{machine_key()}|{model}|{adapter}|{str(settings.weights).removeprefix('torch.')}"
     if key in cache and not refresh:
         return float(cache[key]["tokens_per_second"]), True
     sample = examples[:CALIBRATION_EXAMPLES]
     tokens_per_second = measure_throughput(
-        model, sample, batch_size=min(CALIBRATION_BATCH, len(sample)), steps=CALIBRATION_STEPS, method=method
+        model, sample, batch_size=min(CALIBRATION_BATCH, len(sample)), steps=CALIBRATION_STEPS, adapter=adapter
     )
-    cache[key] = {"tokens_per_second": tokens_per_second, "examples": len(sample), "model": model, "method": method}
+    cache[key] = {"tokens_per_second": tokens_per_second, "examples": len(sample), "model": model, "adapter": adapter}
     tmp = path.with_suffix(".json.partial")
     tmp.write_text(json.dumps(cache, indent=2, sort_keys=True))
     tmp.replace(path)
@@ -60,7 +60,7 @@ def calibrated_throughput(
 @dataclass
 class LocalTime:
     model: str
-    method: str
+    adapter: str
     n_examples: int
     n_epochs: int
     max_length: int
@@ -79,7 +79,7 @@ class LocalTime:
     def to_dict(self) -> dict:
         return {
             "model": self.model,
-            "method": self.method,
+            "adapter": self.adapter,
             "examples": self.n_examples,
             "n_epochs": self.n_epochs,
             "max_length": self.max_length,
@@ -97,20 +97,20 @@ def local_time(
     example_tokens: list[int],
     n_epochs: int | str = "auto",
     max_length: int | None = None,
-    method: str = "lora",
+    adapter: str = "lora",
     refresh: bool = False,
 ) -> LocalTime:
     """How long ftlab's trainer would take on this machine: epochs × tokens ÷ calibrated tokens per second."""
-    max_length = max_length or TrainConfig.model_fields["max_length"].default
-    epochs = auto_epochs(len(example_tokens)) if n_epochs == "auto" else int(n_epochs)
-    tokens_per_second, cached = calibrated_throughput(model, examples, method=method, refresh=refresh)
+    limits = {"max_length": max_length} if max_length else {}
+    config = TrainConfig(model=model, n_epochs=n_epochs, adapter=adapter, **limits).resolve(len(example_tokens))
+    tokens_per_second, cached = calibrated_throughput(model, examples, adapter=adapter, refresh=refresh)
     return LocalTime(
         model=model,
-        method=method,
+        adapter=adapter,
         n_examples=len(example_tokens),
-        n_epochs=epochs,
-        max_length=max_length,
-        tokens_per_epoch=sum(min(max_length, n) for n in example_tokens),
+        n_epochs=int(config.n_epochs),
+        max_length=config.max_length,
+        tokens_per_epoch=sum(min(config.max_length, n) for n in example_tokens),
         tokens_per_second=tokens_per_second,
         from_cache=cached,
     )

@@ -164,7 +164,7 @@ def prepare_model(config: TrainConfig, device: torch.device, precision: Precisio
     """The base model with a fresh LoRA/DoRA adapter (peft), or all weights trainable for `full`."""
     model = load_model(config.model, device, precision)
     model.config.use_cache = False
-    if config.method == "full":
+    if config.adapter == "full":
         model.requires_grad_(True)
         return model
     from peft import LoraConfig, get_peft_model
@@ -174,7 +174,7 @@ def prepare_model(config: TrainConfig, device: torch.device, precision: Precisio
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
         target_modules=config.lora_target_modules,
-        use_dora=config.method == "dora",
+        use_dora=config.adapter == "dora",
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, lora)
@@ -182,7 +182,7 @@ def prepare_model(config: TrainConfig, device: torch.device, precision: Precisio
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """AdamW over the trainable weights; with `loraplus_lr_ratio`, peft's LoRA+ optimizer (B learns faster)."""
-    if config.loraplus_lr_ratio and config.method != "full":
+    if config.loraplus_lr_ratio and config.adapter != "full":
         from peft.optimizers import create_loraplus_optimizer
 
         return create_loraplus_optimizer(
@@ -362,7 +362,7 @@ def train(
     config = config.resolve(len(train_examples))
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no")
     device = accelerator.device if torch.cuda.is_available() else default_device()
-    precision = best_precision(device, config.precision, config.attention, frozen_base=config.method != "full")
+    precision = best_precision(device, config.precision, config.attention, frozen_base=config.adapter != "full")
     steps_per_epoch = math.ceil(len(train_items) / config.batch_size / accelerator.num_processes)
     total_steps = steps_per_epoch * int(config.n_epochs)
     dataset_sha256 = {"train": file_sha256(train_file)}
@@ -388,7 +388,7 @@ def train(
     }
     if accelerator.is_main_process:
         (output_dir / "config.json").write_text(json.dumps(record, indent=2))
-    emit(TrainEvent("message", f"Training {config.method} on {len(train_items)} examples for "
+    emit(TrainEvent("message", f"Training {config.adapter} on {len(train_items)} examples for "
                     f"{config.n_epochs} epochs ({total_steps} steps, batch size {config.batch_size}, "
                     f"learning rate {config.learning_rate:.2e})", {"total_steps": total_steps}))
 
@@ -521,7 +521,7 @@ def train(
         save_checkpoint(accelerator.unwrap_model(loss_module).model, tokenizer, final_dir, None)
         write_metrics(metrics_csv, rows)
         if rows:
-            plot_losses(rows, output_dir / "loss.png", f"{config.model} · {config.method} · {output_dir.name}")
+            plot_losses(rows, output_dir / "loss.png", f"{config.model} · {config.adapter} · {output_dir.name}")
         record.update({
             "status": status, "finished_at": datetime.now(UTC).isoformat(), "trained_tokens": trained_tokens,
             "steps_done": step, "stopped_early": stopped_early,
@@ -540,7 +540,7 @@ def train(
 
 def load_trainable_weights(model: nn.Module, folder: Path, config: TrainConfig) -> None:
     """Put a checkpoint's weights back into the model being trained (adapter weights, or all for full)."""
-    if config.method == "full":
+    if config.adapter == "full":
         from safetensors.torch import load_file
 
         state = {}
@@ -555,14 +555,14 @@ def load_trainable_weights(model: nn.Module, folder: Path, config: TrainConfig) 
 
 
 def measure_throughput(model: str, examples: list[ChatExample], batch_size: int = 8, steps: int = 4,
-                       method: str = "lora", precision: str = "auto") -> float:
+                       adapter: str = "lora", precision: str = "auto") -> float:
     """Training tokens per second of this recipe on this machine (a short calibration run, first step unmeasured)."""
-    config = TrainConfig(model=model, method=method, batch_size=batch_size, precision=precision)
+    config = TrainConfig(model=model, adapter=adapter, batch_size=batch_size, precision=precision)
     set_threads()
     tokenizer = load_tokenizer(model)
     items = [tokenize_example(tokenizer, e, config.max_length) for e in examples]
     device = default_device()
-    settings = best_precision(device, config.precision, config.attention, frozen_base=method != "full")
+    settings = best_precision(device, config.precision, config.attention, frozen_base=adapter != "full")
     seed_everything(0)
     loss_module = LabelledLMLoss(prepare_model(config, device, settings)).train()
     optimizer = make_optimizer(loss_module.model, config.resolve(len(items)))
