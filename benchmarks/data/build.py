@@ -1,0 +1,172 @@
+"""Assemble the hand-written benchmark datasets under benchmarks/data/ into chat JSONL splits.
+
+    python benchmarks/data/build.py [recipes_real|support_intents|bug_tickets ...]   (default: all three)
+
+Everything the datasets say was written by hand in the source files next to this script (recipes_real/recipes.txt,
+support_intents/messages.txt, bug_tickets/docs/*.md and bug_tickets/questions.txt); this script only checks the
+sources against their written conventions, shuffles with seed 7, splits and writes JSONL (UTF-8, one example a line).
+Running it twice gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SEED = 7
+
+
+def records(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """Blank-line separated blocks of a source file as (first line number, lines); `##` lines are comments."""
+    block: list[str] = []
+    start = 0
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = raw.rstrip()
+        if line.startswith("##"):
+            continue
+        if not line:
+            if block:
+                yield start, block
+            block = []
+            continue
+        if not block:
+            start = number
+        block.append(line)
+    if block:
+        yield start, block
+
+
+def chat(system: str, user: str, assistant: str) -> dict:
+    return {"messages": [{"role": "system", "content": system}, {"role": "user", "content": user},
+                         {"role": "assistant", "content": assistant}]}
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", encoding="utf-8", newline="\n") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# recipes_real: ingredient lines as people type them -> the ingredient names a recipe-NER annotator marks.
+
+RECIPE_SYSTEM = ("You are a helpful recipe assistant. You are to extract the generic ingredients from each of the "
+                 "recipes provided.")
+RECIPE_SPLITS = {"train": 100, "val": 20, "test": 50}
+# Words an annotation never keeps (README, "Labelling convention"): preparation, handling, size, temperature.
+RECIPE_DROPPED = {
+    "chopped", "diced", "minced", "sliced", "cubed", "grated", "melted", "softened", "beaten", "cooked", "uncooked",
+    "drained", "undrained", "sifted", "packed", "crumbled", "toasted", "peeled", "halved", "quartered", "mashed",
+    "thawed", "divided", "rinsed", "trimmed", "seeded", "pitted", "cored", "boneless", "skinless", "unbaked",
+    "baked", "hard-boiled", "hard-cooked", "scalded", "fresh", "canned", "large", "small", "medium", "lg", "sm",
+    "med", "jumbo", "tiny", "fine", "finely", "hot", "cold", "warm", "boiling", "lukewarm", "chilled", "ripe", "whole",
+    "optional", "taste", "garnish", "frying", "approximately", "about",
+}  # fmt: skip
+# Product names in which a dropped word is part of the name (README lists them).
+RECIPE_KEPT_PHRASES = {
+    "hot sausage", "hot italian sausage", "hot sauce", "hot pepper sauce", "hot peppers", "small curd", "whole milk",
+    "whole wheat", "whole kernel", "ripe olives",
+}  # fmt: skip
+# The only reorderings: "juice of 1 lemon" is annotated "lemon juice" (README).
+RECIPE_REWRITES = re.compile(r"\b(juice|rind|zest|peel) of (?:\d+ |an? |\w+ )?(\w+)")
+_WORD = re.compile(r"[a-z0-9&'\u00c0-\u024f-]+")
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def _is_subsequence(needle: list[str], haystack: list[str]) -> bool:
+    it = iter(haystack)
+    return all(word in it for word in needle)
+
+
+def recipe_label_problems(line: str, labels: list[str]) -> list[str]:
+    """What breaks the convention in one annotated line (empty when it follows it)."""
+    problems = []
+    text = RECIPE_REWRITES.sub(lambda m: f"{m.group(2)} {m.group(1)}", line.lower())
+    words = _words(text)
+    for label in labels:
+        label_words = _words(label)
+        if label != label.lower() or label != label.strip() or "(" in label or not label_words:
+            problems.append(f"{label!r} is not a lowercase name")
+        if any(re.fullmatch(r"[\d/.]+", word) for word in label_words):
+            problems.append(f"{label!r} keeps a quantity")
+        dropped = set(label_words) & RECIPE_DROPPED
+        if dropped and not any(phrase in label for phrase in RECIPE_KEPT_PHRASES):
+            problems.append(f"{label!r} keeps {sorted(dropped)}")
+        if not _is_subsequence(label_words, words):
+            problems.append(f"{label!r} is not written in the line")
+    return problems
+
+
+def recipes() -> list[tuple[str, list[str], list[str]]]:
+    """The recipes as (title, ingredient lines, labels in order, each once), checked against the convention."""
+    source = HERE / "recipes_real" / "recipes.txt"
+    out, problems = [], []
+    for number, block in records(source):
+        title = block[0].removeprefix("# ")
+        if not block[0].startswith("# ") or len(block) < 4:
+            problems.append(f"line {number}: expected '# Title' and 3+ ingredient lines")
+            continue
+        lines, labels = [], []
+        for offset, row in enumerate(block[1:], start=1):
+            line, sep, names = row.rpartition(" |")
+            names = names.strip()
+            if not sep or not line:
+                problems.append(f"line {number + offset}: expected '<ingredient line> | <label>; <label>'")
+                continue
+            found = [n.strip() for n in names.split(";")] if names else []
+            problems += [f"line {number + offset}: {p}" for p in recipe_label_problems(line, found)]
+            lines.append(line)
+            labels += found
+        if not 3 <= len(lines) <= 20:
+            problems.append(f"line {number}: {title!r} has {len(lines)} ingredient lines")
+        out.append((title, lines, list(dict.fromkeys(labels))))
+    titles = [title.lower() for title, _, _ in out]
+    problems += [f"title {t!r} is used twice" for t in sorted({t for t in titles if titles.count(t) > 1})]
+    if problems:
+        raise SystemExit(f"{source}:\n  " + "\n  ".join(problems))
+    return out
+
+
+def build_recipes() -> dict[str, int]:
+    dishes = recipes()
+    if len(dishes) != sum(RECIPE_SPLITS.values()):
+        raise SystemExit(f"recipes_real: {len(dishes)} recipes, expected {sum(RECIPE_SPLITS.values())}")
+    random.Random(SEED).shuffle(dishes)
+    start = 0
+    for split, count in RECIPE_SPLITS.items():
+        rows = [
+            chat(RECIPE_SYSTEM,
+                 f"Title: {title}\n\nIngredients: {json.dumps(lines, ensure_ascii=False)}\n\nGeneric ingredients: ",
+                 json.dumps(labels, ensure_ascii=False))
+            for title, lines, labels in dishes[start : start + count]
+        ]
+        write_jsonl(HERE / "recipes_real" / f"{split}.jsonl", rows)
+        start += count
+    return RECIPE_SPLITS
+
+
+BUILDERS: dict[str, Callable[[], dict[str, int]]] = {"recipes_real": build_recipes}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"one of {', '.join(BUILDERS)} (default: all)")
+    args = parser.parse_args()
+    unknown = sorted(set(args.names) - set(BUILDERS))
+    if unknown:
+        parser.error(f"unknown dataset(s): {', '.join(unknown)}")
+    for name in args.names or BUILDERS:
+        counts = BUILDERS[name]()
+        print(f"{name}: " + ", ".join(f"{split} {n}" for split, n in counts.items()))
+
+
+if __name__ == "__main__":
+    main()
