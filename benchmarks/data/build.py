@@ -153,7 +153,62 @@ def build_recipes() -> dict[str, int]:
     return RECIPE_SPLITS
 
 
-BUILDERS: dict[str, Callable[[], dict[str, int]]] = {"recipes_real": build_recipes}
+# ---------------------------------------------------------------------------------------------------------------
+# support_intents: one customer message -> one of 60 intent labels; stratified so every label is in every split.
+
+INTENT_SYSTEM = ("You triage customer messages for Orbit, an app for banking, mobile plans and online shopping. "
+                 "Reply with the one intent label that fits the message, and nothing else.")
+INTENT_PER_LABEL = {"train": 4, "val": 1, "test": 2}
+INTENT_COUNT = 60
+_LABEL = re.compile(r"[a-z]+(?:_[a-z]+)*")
+
+
+def intents() -> dict[str, list[str]]:
+    """label -> its messages, in source order, checked: 60 snake_case labels, 7 distinct messages each."""
+    source = HERE / "support_intents" / "messages.txt"
+    by_label: dict[str, list[str]] = {}
+    problems = []
+    for number, block in records(source):
+        for line in block:
+            if line.startswith("# "):
+                label = line[2:]
+                if not _LABEL.fullmatch(label) or label in by_label:
+                    problems.append(f"line {number}: {label!r} is not a new snake_case label")
+                by_label[label] = []
+            elif by_label:
+                by_label[label].append(line)
+    per_label = sum(INTENT_PER_LABEL.values())
+    problems += [f"{label}: {len(m)} messages, expected {per_label}" for label, m in by_label.items()
+                 if len(m) != per_label]
+    messages = [m for ms in by_label.values() for m in ms]
+    problems += [f"message used twice: {m!r}" for m in sorted({m for m in messages if messages.count(m) > 1})]
+    if len(by_label) != INTENT_COUNT:
+        problems.append(f"{len(by_label)} labels, expected {INTENT_COUNT}")
+    if problems:
+        raise SystemExit(f"{source}:\n  " + "\n  ".join(problems))
+    return by_label
+
+
+def build_intents() -> dict[str, int]:
+    by_label = intents()
+    rng = random.Random(SEED)
+    splits: dict[str, list[dict]] = {split: [] for split in INTENT_PER_LABEL}
+    for label, messages in by_label.items():
+        messages = messages[:]
+        rng.shuffle(messages)
+        start = 0
+        for split, count in INTENT_PER_LABEL.items():
+            splits[split] += [chat(INTENT_SYSTEM, m, label) for m in messages[start : start + count]]
+            start += count
+    folder = HERE / "support_intents"
+    (folder / "labels.txt").write_text("".join(f"{label}\n" for label in by_label), encoding="utf-8")
+    for split, rows in splits.items():
+        rng.shuffle(rows)
+        write_jsonl(folder / f"{split}.jsonl", rows)
+    return {split: len(rows) for split, rows in splits.items()}
+
+
+BUILDERS: dict[str, Callable[[], dict[str, int]]] = {"recipes_real": build_recipes, "support_intents": build_intents}
 
 
 def main() -> None:
