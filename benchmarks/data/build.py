@@ -208,7 +208,115 @@ def build_intents() -> dict[str, int]:
     return {split: len(rows) for split, rows in splits.items()}
 
 
-BUILDERS: dict[str, Callable[[], dict[str, int]]] = {"recipes_real": build_recipes, "support_intents": build_intents}
+# ---------------------------------------------------------------------------------------------------------------
+# bug_tickets: questions about 40 Kestrel tickets (docs/*.md); every ticket has questions in train AND in test.
+
+TICKET_SYSTEM = "You answer questions about Kestrel bug tickets. Cite the ticket id."
+TICKET_COUNT = 40
+QUESTIONS_PER_TICKET = 4
+TICKET_FIELDS = ["Status", "Component", "Affects version", "Fixed in", "Reporter", "Created"]
+COMPONENTS = {"importer", "thumbnailer", "face-recognition", "sync", "web-ui", "auth", "storage-s3", "search",
+              "database"}
+_TICKET_ID = re.compile(r"KES-1\d{3}")
+_VERSION = re.compile(r"\b[23]\.\d\.\d\b")
+
+
+def ticket_problems(path: Path) -> list[str]:
+    """What a ticket file lacks: heading, metadata fields in order, known component and versions, sections."""
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    problems = []
+    if not re.fullmatch(rf"# {path.stem}: \S.*", lines[0]):
+        problems.append(f"first line must be '# {path.stem}: <title>'")
+    fields = dict(re.findall(r"^- ([A-Za-z ]+): (.+)$", text, flags=re.MULTILINE))
+    if list(fields) != TICKET_FIELDS:
+        problems.append(f"metadata fields {list(fields)}, expected {TICKET_FIELDS}")
+        return problems
+    fixed = fields["Status"] == "Fixed"
+    if fields["Component"] not in COMPONENTS:
+        problems.append(f"unknown component {fields['Component']!r}")
+    if not _VERSION.fullmatch(fields["Affects version"]) or not (
+        _VERSION.fullmatch(fields["Fixed in"]) if fixed else fields["Fixed in"] == "—"
+    ):
+        problems.append("versions must look like 2.8.1 (Fixed in: — unless the status is Fixed)")
+    sections = re.findall(r"^## (.+)$", text, flags=re.MULTILINE)
+    if sections != ["Symptoms", "Cause", "Workaround", "Fix"]:
+        problems.append(f"sections {sections}, expected Symptoms, Cause, Workaround, Fix")
+    return [f"{path}: {p}" for p in problems]
+
+
+def ticket_questions() -> tuple[dict[str, str], list[dict]]:
+    """The ticket texts by id and the questions ({tickets, question, answer, keys}), checked for groundedness:
+    every key value is in the answer and in one of the question's tickets, every ticket id and version the
+    answer names is in those tickets."""
+    folder = HERE / "bug_tickets"
+    docs = {path.stem: path.read_text(encoding="utf-8") for path in sorted((folder / "docs").glob("*.md"))}
+    problems = [p for path in sorted((folder / "docs").glob("*.md")) for p in ticket_problems(path)]
+    if len(docs) != TICKET_COUNT or not all(_TICKET_ID.fullmatch(tid) for tid in docs):
+        problems.append(f"expected {TICKET_COUNT} docs named KES-1000.md .. KES-1999.md, found {len(docs)}")
+    questions = []
+    source = folder / "questions.txt"
+    for number, block in records(source):
+        fields = dict(line.split(": ", 1) for line in block)
+        if list(fields) != ["T", "Q", "A", "K"]:
+            problems.append(f"line {number}: expected T:, Q:, A:, K: lines")
+            continue
+        tickets, keys = fields["T"].split(), fields["K"].split(" | ")
+        unknown = [t for t in tickets if t not in docs]
+        if unknown:
+            problems.append(f"line {number}: unknown ticket(s) {unknown}")
+            continue
+        text = "\n".join(docs[t] for t in tickets)
+        answer = fields["A"]
+        problems += [f"line {number}: key {k!r} is not in the answer" for k in keys if k not in answer]
+        problems += [f"line {number}: key {k!r} is in none of {tickets}" for k in keys if k not in text]
+        named = set(_TICKET_ID.findall(answer)) | set(_VERSION.findall(answer))
+        problems += [f"line {number}: the answer names {n}, which none of {tickets} contains" for n in sorted(named)
+                     if n not in text]
+        if not set(_TICKET_ID.findall(answer)):
+            problems.append(f"line {number}: the answer cites no ticket id")
+        questions.append({"tickets": tickets, "question": fields["Q"], "answer": answer, "keys": keys})
+    per_ticket = {tid: sum(q["tickets"][0] == tid for q in questions) for tid in docs}
+    problems += [f"{tid}: {n} questions, expected {QUESTIONS_PER_TICKET}" for tid, n in per_ticket.items()
+                 if n != QUESTIONS_PER_TICKET]
+    asked = [q["question"] for q in questions]
+    problems += [f"question asked twice: {q!r}" for q in sorted({q for q in asked if asked.count(q) > 1})]
+    if problems:
+        raise SystemExit(f"{folder}:\n  " + "\n  ".join(problems))
+    return docs, questions
+
+
+def build_tickets() -> dict[str, int]:
+    """Half the tickets (chosen with the seed) put 1 of their 4 questions in test, the other half 2: train 100,
+    test 60. facts.json says, per test line, which tickets and values the answer must contain."""
+    docs, questions = ticket_questions()
+    rng = random.Random(SEED)
+    order = sorted(docs)
+    rng.shuffle(order)
+    test_count = {tid: 1 if rank < len(order) // 2 else 2 for rank, tid in enumerate(order)}
+    train, test = [], []
+    for tid in sorted(docs):
+        mine = [q for q in questions if q["tickets"][0] == tid]
+        rng.shuffle(mine)
+        test += mine[: test_count[tid]]
+        train += mine[test_count[tid] :]
+    rng.shuffle(train)
+    rng.shuffle(test)
+    folder = HERE / "bug_tickets"
+    for split, rows in (("train", train), ("test", test)):
+        write_jsonl(folder / f"{split}.jsonl", [chat(TICKET_SYSTEM, q["question"], q["answer"]) for q in rows])
+    facts = []
+    for line, q in enumerate(test, start=1):
+        seen = [t["answer"] for t in train if set(t["tickets"]) & set(q["tickets"])]
+        facts.append({"line": line, "question": q["question"], "tickets": q["tickets"], "must_contain": q["keys"],
+                      "keys_in_train_answers": all(any(k in answer for answer in seen) for k in q["keys"])})
+    (folder / "facts.json").write_text(json.dumps(facts, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return {"train": len(train), "test": len(test)}
+
+
+BUILDERS: dict[str, Callable[[], dict[str, int]]] = {
+    "recipes_real": build_recipes, "support_intents": build_intents, "bug_tickets": build_tickets,
+}
 
 
 def main() -> None:
