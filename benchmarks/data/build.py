@@ -1,6 +1,6 @@
 """Assemble the hand-written benchmark datasets under benchmarks/data/ into chat JSONL splits.
 
-    python benchmarks/data/build.py [recipes_real|support_intents|bug_tickets ...]   (default: all three)
+    python benchmarks/data/build.py [recipes_real|support_intents|bug_tickets ...] [--out DIR]   (default: all three)
 
 Everything the datasets say was written by hand in the source files next to this script (recipes_real/recipes.txt,
 support_intents/messages.txt, bug_tickets/docs/*.md and bug_tickets/questions.txt); this script only checks the
@@ -135,7 +135,7 @@ def recipes() -> list[tuple[str, list[str], list[str]]]:
     return out
 
 
-def build_recipes() -> dict[str, int]:
+def build_recipes(out: Path) -> dict[str, int]:
     dishes = recipes()
     if len(dishes) != sum(RECIPE_SPLITS.values()):
         raise SystemExit(f"recipes_real: {len(dishes)} recipes, expected {sum(RECIPE_SPLITS.values())}")
@@ -148,7 +148,7 @@ def build_recipes() -> dict[str, int]:
                  json.dumps(labels, ensure_ascii=False))
             for title, lines, labels in dishes[start : start + count]
         ]
-        write_jsonl(HERE / "recipes_real" / f"{split}.jsonl", rows)
+        write_jsonl(out / f"{split}.jsonl", rows)
         start += count
     return RECIPE_SPLITS
 
@@ -189,7 +189,7 @@ def intents() -> dict[str, list[str]]:
     return by_label
 
 
-def build_intents() -> dict[str, int]:
+def build_intents(out: Path) -> dict[str, int]:
     by_label = intents()
     rng = random.Random(SEED)
     splits: dict[str, list[dict]] = {split: [] for split in INTENT_PER_LABEL}
@@ -200,11 +200,10 @@ def build_intents() -> dict[str, int]:
         for split, count in INTENT_PER_LABEL.items():
             splits[split] += [chat(INTENT_SYSTEM, m, label) for m in messages[start : start + count]]
             start += count
-    folder = HERE / "support_intents"
-    (folder / "labels.txt").write_text("".join(f"{label}\n" for label in by_label), encoding="utf-8")
+    (out / "labels.txt").write_text("".join(f"{label}\n" for label in by_label), encoding="utf-8")
     for split, rows in splits.items():
         rng.shuffle(rows)
-        write_jsonl(folder / f"{split}.jsonl", rows)
+        write_jsonl(out / f"{split}.jsonl", rows)
     return {split: len(rows) for split, rows in splits.items()}
 
 
@@ -286,7 +285,7 @@ def ticket_questions() -> tuple[dict[str, str], list[dict]]:
     return docs, questions
 
 
-def build_tickets() -> dict[str, int]:
+def build_tickets(out: Path) -> dict[str, int]:
     """Half the tickets (chosen with the seed) put 1 of their 4 questions in test, the other half 2: train 100,
     test 60. facts.json says, per test line, which tickets and values the answer must contain."""
     docs, questions = ticket_questions()
@@ -302,19 +301,18 @@ def build_tickets() -> dict[str, int]:
         train += mine[test_count[tid] :]
     rng.shuffle(train)
     rng.shuffle(test)
-    folder = HERE / "bug_tickets"
     for split, rows in (("train", train), ("test", test)):
-        write_jsonl(folder / f"{split}.jsonl", [chat(TICKET_SYSTEM, q["question"], q["answer"]) for q in rows])
+        write_jsonl(out / f"{split}.jsonl", [chat(TICKET_SYSTEM, q["question"], q["answer"]) for q in rows])
     facts = []
     for line, q in enumerate(test, start=1):
         seen = [t["answer"] for t in train if set(t["tickets"]) & set(q["tickets"])]
         facts.append({"line": line, "question": q["question"], "tickets": q["tickets"], "must_contain": q["keys"],
                       "keys_in_train_answers": all(any(k in answer for answer in seen) for k in q["keys"])})
-    (folder / "facts.json").write_text(json.dumps(facts, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / "facts.json").write_text(json.dumps(facts, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return {"train": len(train), "test": len(test)}
 
 
-BUILDERS: dict[str, Callable[[], dict[str, int]]] = {
+BUILDERS: dict[str, Callable[[Path], dict[str, int]]] = {
     "recipes_real": build_recipes, "support_intents": build_intents, "bug_tickets": build_tickets,
 }
 
@@ -322,12 +320,14 @@ BUILDERS: dict[str, Callable[[], dict[str, int]]] = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"one of {', '.join(BUILDERS)} (default: all)")
+    parser.add_argument("--out", type=Path, default=HERE, help="write NAME's files under OUT/NAME (default: here)")
     args = parser.parse_args()
     unknown = sorted(set(args.names) - set(BUILDERS))
     if unknown:
         parser.error(f"unknown dataset(s): {', '.join(unknown)}")
     for name in args.names or BUILDERS:
-        counts = BUILDERS[name]()
+        (args.out / name).mkdir(parents=True, exist_ok=True)
+        counts = BUILDERS[name](args.out / name)
         print(f"{name}: " + ", ".join(f"{split} {n}" for split, n in counts.items()))
 
 
