@@ -73,7 +73,7 @@ def test_the_hosted_fine_tuning_script_runs_unchanged(
 
     job = wait_terminal(client, job.id)
     assert job.status == "succeeded", job.error
-    assert job.fine_tuned_model.startswith(f"ft:{tiny_model_dir.name}:ftlab:emoji_cls_0829:")
+    assert job.fine_tuned_model.startswith(f"ft:{tiny_model_dir.name}:personal:emoji_cls_0829:")
     assert job.trained_tokens > 0 and job.finished_at >= job.created_at and job.metadata == {"task": "emoji"}
 
     events = client.fine_tuning.jobs.list_events(fine_tuning_job_id=job.id, limit=100).data
@@ -130,7 +130,7 @@ def test_the_hosted_fine_tuning_script_runs_unchanged(
     assert [c.index for c in two.choices] == [0, 1]
 
     assert job.fine_tuned_model in [m.id for m in client.models.list().data]
-    assert client.models.retrieve(job.fine_tuned_model).owned_by == "ftlab"
+    assert client.models.retrieve(job.fine_tuned_model).owned_by == "personal"
     with pytest.raises(openai.BadRequestError, match="already completed"):
         client.fine_tuning.jobs.cancel(job.id)
     assert client.models.delete(job.fine_tuned_model).deleted
@@ -150,7 +150,7 @@ def test_the_bundled_model_fine_tunes_and_answers(
     assert job.seed == 7 and job.hyperparameters.n_epochs == 1
     job = wait_terminal(client, job.id)
     assert job.status == "succeeded", job.error
-    assert job.fine_tuned_model.startswith("ft:smollm2-135m-instruct:ftlab:bundled:")
+    assert job.fine_tuned_model.startswith("ft:smollm2-135m-instruct:personal:bundled:")
     ask = [{"role": "system", "content": "Reply with one emoji."}, {"role": "user", "content": "I love this!"}]
     reply = client.chat.completions.create(model=job.fine_tuned_model, messages=ask, max_tokens=8, temperature=0)
     assert reply.choices[0].message.content.strip() and reply.usage.prompt_tokens > 10
@@ -335,6 +335,10 @@ BAD_INPUTS = [
     ("unknown-file", lambda c, _i, _m: c.files.retrieve("file-nope"), 404, ["file-nope"]),
     ("unknown-chat-model", _chat(model="ft:nope:ftlab::abc", messages=[{"role": "user", "content": "hi"}]), 404,
      ["ft:nope:ftlab::abc", "does not exist"]),
+    ("unknown-ft-id", _chat(model="ft:tiny:personal::abcd1234", messages=[{"role": "user", "content": "hi"}]), 404,
+     ["ft:tiny:personal::abcd1234", "no fine-tuning job has the id 'abcd1234'"]),
+    ("run-folder-as-model", _chat(model="run:/tmp", messages=[{"role": "user", "content": "hi"}]), 404,
+     ["run:/tmp", "base, ft"]),
     ("no-messages", _chat(messages=[]), 400, ["messages"]),
     ("temperature-3", _chat(messages=[{"role": "user", "content": "hi"}], temperature=3), 400, ["temperature"]),
     ("empty-labels", _chat(messages=[{"role": "user", "content": "hi"}], extra_body={"labels": []}), 400, ["labels"]),
