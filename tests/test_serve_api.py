@@ -159,6 +159,55 @@ def test_the_bundled_model_fine_tunes_and_answers(
     assert labelled.choices[0].message.content in labels
 
 
+def test_names_users_build_from_the_id_resolve(
+    server: Server, client: openai.OpenAI, uploaded: dict[str, str], tiny_model_dir: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """OpenAI users build `ft:{base}:personal::{id}` from a job's id: any owner, with or without the suffix, names
+    the same model in chat completions and model retrieval, and `ftlab eval` / `ftlab generate` resolve it in the
+    server's records."""
+    job = client.fine_tuning.jobs.create(
+        training_file=uploaded["train"], model=str(tiny_model_dir), suffix="mine",
+        hyperparameters={"n_epochs": 2, "batch_size": 5, "learning_rate_multiplier": 20},
+    )  # fmt: skip
+    job = wait_terminal(client, job.id)
+    assert job.status == "succeeded", job.error
+    label, key = tiny_model_dir.name, job.id.removeprefix("ftjob-")[:8]
+    assert job.fine_tuned_model == f"ft:{label}:personal:mine:{key}"
+    ask = [{"role": "user", "content": "I love it"}]
+
+    def reply(model: str) -> str:
+        answer = client.chat.completions.create(model=model, messages=ask, max_tokens=6, temperature=0)
+        return answer.choices[0].message.content
+
+    tuned = reply(job.fine_tuned_model)
+    assert tuned != reply(str(tiny_model_dir))  # the job's adapter answers, not the base
+    for built in (f"ft:{label}:personal::{key}", f"ft:{label}:my-org:mine:{key}",
+                  f"ft:{label}:personal::{job.id.removeprefix('ftjob-')}"):  # fmt: skip
+        assert reply(built) == tuned
+        assert client.models.retrieve(built).id == built
+    first = client.fine_tuning.jobs.checkpoints.list(job.id).data[-1]
+    assert reply(f"ft:{label}:personal::{key}:ckpt-step-{first.step_number}") == reply(
+        first.fine_tuned_model_checkpoint)
+    with pytest.raises(openai.NotFoundError, match="has the suffix 'mine', not 'other'"):
+        reply(f"ft:{label}:personal:other:{key}")
+
+    monkeypatch.setenv("FTLAB_DATABASE_URL", f"sqlite:///{server.home / 'ftlab.db'}")
+    test_file = write_jsonl(tmp_path / "test.jsonl", [{"messages": [*ask, {"role": "assistant", "content": "😍"}]}])
+    out = tmp_path / "eval.json"
+    evaluated = CliRunner().invoke(app, ["eval", str(test_file), "--model", f"ft:{label}:personal::{key}", "--model",
+                                         str(tiny_model_dir), "--max-new-tokens", "6", "--metrics", "exact",
+                                         "--output", str(out)])  # fmt: skip
+    assert evaluated.exit_code == 0, evaluated.output
+    by_name, base = json.loads(out.read_text())["models"]
+    assert Path(by_name["spec"]["adapter"]).parent.parent == server.home / "runs"  # the job's run folder
+    output = by_name["examples"][0]["output"]
+    assert output != base["examples"][0]["output"]
+    generated = CliRunner().invoke(app, ["generate", "--model", f"ft:{label}:personal::{key}", "--user", "I love it",
+                                         "--max-new-tokens", "6"])  # fmt: skip
+    assert generated.exit_code == 0 and generated.output.rstrip("\n") == output.rstrip("\n")
+
+
 def test_cancel_a_job_and_page_through_jobs(client: openai.OpenAI, uploaded: dict[str, str], tiny_model_dir: Path):
     job = client.fine_tuning.jobs.create(
         training_file=uploaded["train"], model=str(tiny_model_dir), hyperparameters={"n_epochs": 25, "batch_size": 1}
