@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ftlab.config import TrainConfig
+from ftlab.config import BUNDLED_MODEL, TrainConfig
 from ftlab.infer.generate import ChatModel
 from ftlab.models import load_tokenizer
 from ftlab.train.recipe import train
@@ -62,6 +62,9 @@ def _adapter_roundtrip(model_dir: Path, tmp_path: Path, n_epochs: int = 1) -> No
     result = train(config, data, data, tmp_path / "run", progress=False)
     rows = [line.split(",") for line in result.metrics_csv.read_text().splitlines()[1:]]
     assert float(rows[-1][1]) < float(rows[0][1]), "training loss should fall"
+    # the adapter names its base portably: the bundled model by its alias, any other folder by its full path
+    recorded = json.loads((result.final_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert recorded == (BUNDLED_MODEL if model_dir.name == BUNDLED_MODEL else str(model_dir.resolve()))
 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

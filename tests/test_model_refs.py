@@ -208,8 +208,9 @@ def test_eval_and_generate_take_an_ft_name(records: str, run_dir: Path, tiny_mod
     assert unknown.exit_code == 2 and "no fine-tuning job has the id 'zzzzZZZZ'" in unknown.output
 
 
-def test_adapters_record_where_their_base_is(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_adapters_record_where_their_base_is(tmp_path: Path, tiny_model_dir: Path, bundled_model_dir: Path) -> None:
     assert portable_base(BUNDLED_MODEL) == (BUNDLED_MODEL, None)
+    assert portable_base(str(bundled_model_dir)) == (BUNDLED_MODEL, None)  # its converted folder is the alias
     assert portable_base("org/model") == ("org/model", None)  # not cached here: no commit to record
     assert portable_base(os.path.relpath(tiny_model_dir)) == (str(tiny_model_dir.resolve()), None)
 

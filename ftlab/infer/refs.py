@@ -128,7 +128,10 @@ def portable_base(name: str) -> tuple[str, str | None]:
         return name, None
     if _is_hub_id(name):
         return name, hub_cache_commit(name)
-    return str(Path(name).expanduser().resolve()), None
+    path = Path(name).expanduser().resolve()
+    if path.name in BUNDLED_GGUF and path == (models_dir() / path.name).resolve():  # the converted bundled model
+        return path.name, None
+    return str(path), None
 
 
 def adapter_base(adapter: Path, fallback: str | None = None) -> tuple[str, str | None]:
