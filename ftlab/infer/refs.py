@@ -339,9 +339,9 @@ def kind_of(text: str) -> Kind:
         return "run"
     if text.startswith("ft:"):
         return "ft"
-    if "+" in text and not Path(text).expanduser().exists():
-        return "adapter"
     path = Path(text).expanduser()
+    if "+" in text and not path.exists():
+        return "adapter"
     if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
         return "adapter"
     return "base"
