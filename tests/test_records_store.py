@@ -59,11 +59,11 @@ def two_runs(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 def evaluation(two_runs):
     """A real evaluation of the base model and the first run's adapter on the validation file, recorded."""
     from ftlab.evaluate.run import EvalOptions, evaluate
-    from ftlab.evaluate.specs import parse_model_specs
+    from ftlab.infer.refs import resolve_refs
 
     _, first, _, _, _ = two_runs
     base = first.config.model
-    result = evaluate(first.output_dir.parent / "val.jsonl", parse_model_specs([base, f"{base}+{first.final_dir}"]),
+    result = evaluate(first.output_dir.parent / "val.jsonl", resolve_refs([base, f"{base}+{first.final_dir}"]),
                       EvalOptions(max_new_tokens=4, n_resamples=200))  # fmt: skip
     return result, record_eval(result)
 

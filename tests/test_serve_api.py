@@ -74,7 +74,7 @@ def test_the_hosted_fine_tuning_script_runs_unchanged(
 
     job = wait_terminal(client, job.id)
     assert job.status == "succeeded", job.error
-    assert job.fine_tuned_model.startswith(f"ft:{tiny_model_dir.name}:ftlab:emoji_cls_0829:")
+    assert job.fine_tuned_model.startswith(f"ft:{tiny_model_dir.name}:personal:emoji_cls_0829:")
     assert job.trained_tokens > 0 and job.finished_at >= job.created_at and job.metadata == {"task": "emoji"}
 
     events = client.fine_tuning.jobs.list_events(fine_tuning_job_id=job.id, limit=100).data
@@ -131,7 +131,7 @@ def test_the_hosted_fine_tuning_script_runs_unchanged(
     assert [c.index for c in two.choices] == [0, 1]
 
     assert job.fine_tuned_model in [m.id for m in client.models.list().data]
-    assert client.models.retrieve(job.fine_tuned_model).owned_by == "ftlab"
+    assert client.models.retrieve(job.fine_tuned_model).owned_by == "personal"
     with pytest.raises(openai.BadRequestError, match="already completed"):
         client.fine_tuning.jobs.cancel(job.id)
     assert client.models.delete(job.fine_tuned_model).deleted
@@ -151,13 +151,62 @@ def test_the_bundled_model_fine_tunes_and_answers(
     assert job.seed == 7 and job.hyperparameters.n_epochs == 1
     job = wait_terminal(client, job.id)
     assert job.status == "succeeded", job.error
-    assert job.fine_tuned_model.startswith("ft:smollm2-135m-instruct:ftlab:bundled:")
+    assert job.fine_tuned_model.startswith("ft:smollm2-135m-instruct:personal:bundled:")
     ask = [{"role": "system", "content": "Reply with one emoji."}, {"role": "user", "content": "I love this!"}]
     reply = client.chat.completions.create(model=job.fine_tuned_model, messages=ask, max_tokens=8, temperature=0)
     assert reply.choices[0].message.content.strip() and reply.usage.prompt_tokens > 10
     labels = ["😍", "😡"]
     labelled = client.chat.completions.create(model=job.fine_tuned_model, messages=ask, extra_body={"labels": labels})
     assert labelled.choices[0].message.content in labels
+
+
+def test_names_users_build_from_the_id_resolve(
+    server: Server, client: openai.OpenAI, uploaded: dict[str, str], tiny_model_dir: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """OpenAI users build `ft:{base}:personal::{id}` from a job's id: any owner, with or without the suffix, names
+    the same model in chat completions and model retrieval, and `ftlab eval` / `ftlab generate` resolve it in the
+    server's records."""
+    job = client.fine_tuning.jobs.create(
+        training_file=uploaded["train"], model=str(tiny_model_dir), suffix="mine",
+        hyperparameters={"n_epochs": 2, "batch_size": 5, "learning_rate_multiplier": 20},
+    )  # fmt: skip
+    job = wait_terminal(client, job.id)
+    assert job.status == "succeeded", job.error
+    label, key = tiny_model_dir.name, job.id.removeprefix("ftjob-")[:8]
+    assert job.fine_tuned_model == f"ft:{label}:personal:mine:{key}"
+    ask = [{"role": "user", "content": "I love it"}]
+
+    def reply(model: str) -> str:
+        answer = client.chat.completions.create(model=model, messages=ask, max_tokens=6, temperature=0)
+        return answer.choices[0].message.content
+
+    tuned = reply(job.fine_tuned_model)
+    assert tuned != reply(str(tiny_model_dir))  # the job's adapter answers, not the base
+    for built in (f"ft:{label}:personal::{key}", f"ft:{label}:my-org:mine:{key}",
+                  f"ft:{label}:personal::{job.id.removeprefix('ftjob-')}"):  # fmt: skip
+        assert reply(built) == tuned
+        assert client.models.retrieve(built).id == built
+    first = client.fine_tuning.jobs.checkpoints.list(job.id).data[-1]
+    assert reply(f"ft:{label}:personal::{key}:ckpt-step-{first.step_number}") == reply(
+        first.fine_tuned_model_checkpoint)
+    with pytest.raises(openai.NotFoundError, match="has the suffix 'mine', not 'other'"):
+        reply(f"ft:{label}:personal:other:{key}")
+
+    monkeypatch.setenv("FTLAB_DATABASE_URL", f"sqlite:///{server.home / 'ftlab.db'}")
+    test_file = write_jsonl(tmp_path / "test.jsonl", [{"messages": [*ask, {"role": "assistant", "content": "😍"}]}])
+    out = tmp_path / "eval.json"
+    evaluated = CliRunner().invoke(app, ["eval", str(test_file), "--model", f"ft:{label}:personal::{key}", "--model",
+                                         str(tiny_model_dir), "--max-new-tokens", "6", "--metrics", "exact",
+                                         "--output", str(out)])  # fmt: skip
+    assert evaluated.exit_code == 0, evaluated.output
+    by_name, base = json.loads(out.read_text())["models"]
+    assert Path(by_name["spec"]["adapter"]).parent.parent == server.home / "runs"  # the job's run folder
+    output = by_name["examples"][0]["output"]
+    assert output != base["examples"][0]["output"]
+    generated = CliRunner().invoke(app, ["generate", "--model", f"ft:{label}:personal::{key}", "--user", "I love it",
+                                         "--max-new-tokens", "6"])  # fmt: skip
+    assert generated.exit_code == 0 and generated.output.rstrip("\n") == output.rstrip("\n")
 
 
 def test_cancel_a_job_and_page_through_jobs(client: openai.OpenAI, uploaded: dict[str, str], tiny_model_dir: Path):
@@ -336,6 +385,10 @@ BAD_INPUTS = [
     ("unknown-file", lambda c, _i, _m: c.files.retrieve("file-nope"), 404, ["file-nope"]),
     ("unknown-chat-model", _chat(model="ft:nope:ftlab::abc", messages=[{"role": "user", "content": "hi"}]), 404,
      ["ft:nope:ftlab::abc", "does not exist"]),
+    ("unknown-ft-id", _chat(model="ft:tiny:personal::abcd1234", messages=[{"role": "user", "content": "hi"}]), 404,
+     ["ft:tiny:personal::abcd1234", "no fine-tuning job has the id 'abcd1234'"]),
+    ("run-folder-as-model", _chat(model="run:/tmp", messages=[{"role": "user", "content": "hi"}]), 404,
+     ["run:/tmp", "base, ft"]),
     ("no-messages", _chat(messages=[]), 400, ["messages"]),
     ("temperature-3", _chat(messages=[{"role": "user", "content": "hi"}], temperature=3), 400, ["temperature"]),
     ("empty-labels", _chat(messages=[{"role": "user", "content": "hi"}], extra_body={"labels": []}), 400, ["labels"]),

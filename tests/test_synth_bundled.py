@@ -12,10 +12,10 @@ import pytest
 from ftlab.config import BUNDLED_MODEL
 from ftlab.data.schema import read_examples
 from ftlab.data.validate import validate_file
+from ftlab.infer.generate import ChatModel
 from ftlab.synth.clean import is_repetitive, refers_to_document
 from ftlab.synth.dedup import calibrate
 from ftlab.synth.qa import QAOptions, synth_qa
-from ftlab.synth.teacher import LocalTeacher
 
 pytestmark = pytest.mark.bundled
 
@@ -34,7 +34,7 @@ def test_the_bundled_teacher_writes_a_usable_qa_set(bundled_model_dir: Path, tmp
     docs.mkdir()
     (docs / "sourdough.md").write_text(STARTER)
     out = tmp_path / "qa" / "qa.jsonl"
-    teacher = LocalTeacher(BUNDLED_MODEL)
+    teacher = ChatModel(BUNDLED_MODEL)
     options = QAOptions(per_doc=2)
     result = synth_qa(docs, out, teacher, calibrate(), options, progress=False)
 

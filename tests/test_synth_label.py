@@ -9,8 +9,9 @@ import pytest
 from fake_openai import FakeOpenAI
 
 from ftlab.data.schema import DataError, read_examples
+from ftlab.infer.generate import ChatModel
+from ftlab.infer.remote import RemoteChatModel
 from ftlab.synth.label import match_label, read_inputs, synth_label
-from ftlab.synth.teacher import LocalTeacher, OpenAITeacher
 
 LABELS = ["Alice", "Bob", "Carol"]
 MEMOS = {
@@ -39,7 +40,7 @@ def test_label_drift_is_rejected_and_never_written(tmp_path: Path) -> None:
     inputs = tmp_path / "memos.jsonl"
     write_inputs(inputs)
     with FakeOpenAI(responder) as fake:
-        teacher = OpenAITeacher("fake", fake.base_url, concurrency=3)
+        teacher = RemoteChatModel("fake", fake.base_url, concurrency=3)
         result = synth_label(inputs, LABELS, tmp_path / "labels.jsonl", teacher, "Who wrote this memo?", progress=False)
         corrections = [r["messages"][-1]["content"] for r in fake.requests if len(r["messages"]) > 2]
     rows = read_examples(tmp_path / "labels.jsonl")
@@ -62,7 +63,7 @@ def test_label_drift_is_rejected_and_never_written(tmp_path: Path) -> None:
     # a rerun resumes: nothing is asked again and the files stay the same
     before = (tmp_path / "labels.jsonl").read_bytes()
     with FakeOpenAI(responder) as fake:
-        synth_label(inputs, LABELS, tmp_path / "labels.jsonl", OpenAITeacher("fake", fake.base_url),
+        synth_label(inputs, LABELS, tmp_path / "labels.jsonl", RemoteChatModel("fake", fake.base_url),
                     "Who wrote this memo?", progress=False)  # fmt: skip
         assert fake.requests == []
     assert (tmp_path / "labels.jsonl").read_bytes() == before
@@ -88,8 +89,8 @@ def test_a_local_teacher_is_constrained_to_the_label_set(tmp_path: Path, tiny_mo
     inputs = tmp_path / "memos.jsonl"
     write_inputs(inputs)
     labels = ["Alice", "Bob", "🙂 Carol", "伺か"]
-    teacher = LocalTeacher(str(tiny_model_dir), batch_size=4)
-    free = teacher.complete([[{"role": "user", "content": memo}] for memo in MEMOS], max_tokens=6)
+    teacher = ChatModel(str(tiny_model_dir), batch_size=4)
+    free = teacher.generate([[{"role": "user", "content": memo}] for memo in MEMOS], max_new_tokens=6)
     assert not all(match_label(reply.text, labels) for reply in free)
     result = synth_label(inputs, labels, tmp_path / "labels.jsonl", teacher, invalid_retries=0, progress=False)
     assert result.labelled == len(MEMOS) and result.rejected == 0

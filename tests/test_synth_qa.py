@@ -14,9 +14,9 @@ import pytest
 from fake_openai import FakeOpenAI
 
 from ftlab.data.schema import read_examples
+from ftlab.infer.remote import RemoteChatModel
 from ftlab.synth.dedup import calibrate
 from ftlab.synth.qa import ANSWER_SYSTEM, JUDGE_SYSTEM, QUESTION_SYSTEM, QAOptions, synth_qa
-from ftlab.synth.teacher import OpenAITeacher
 
 REPO = Path(__file__).resolve().parents[1]
 SSTP_PAGE = """# 伺か仕様
@@ -76,7 +76,7 @@ def grounded_answer(messages: list[dict]) -> str:
 
 
 def run(docs: Path, out: Path, fake: FakeOpenAI, calibration, per_doc: int = 2, **kw) -> list[dict]:
-    teacher = OpenAITeacher("fake", fake.base_url, concurrency=4, max_retries=4)
+    teacher = RemoteChatModel("fake", fake.base_url, concurrency=4, max_retries=4)
     synth_qa(docs, out, teacher, calibration, QAOptions(per_doc=per_doc, **kw), progress=False)
     return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
 
@@ -222,7 +222,7 @@ def test_retries_429_and_5xx_and_the_judge_bar(docs: Path, tmp_path: Path, calib
     judge_free = [row["messages"][1]["content"] for row in rows]
     assert judge_free  # no judge: all answered pairs kept
     with FakeOpenAI(responder) as fake:
-        teacher = OpenAITeacher("fake", fake.base_url, concurrency=2)
+        teacher = RemoteChatModel("fake", fake.base_url, concurrency=2)
         synth_qa(docs, tmp_path / "judged.jsonl", teacher, calibration, QAOptions(per_doc=2), judge=teacher,
                  progress=False)  # fmt: skip
     judged = [json.loads(line) for line in (tmp_path / "judged.jsonl").read_text().splitlines()]

@@ -8,7 +8,7 @@ from pathlib import Path
 from fake_openai import FakeOpenAI
 
 from ftlab.data.schema import read_examples
-from ftlab.synth.teacher import OpenAITeacher
+from ftlab.infer.remote import RemoteChatModel
 from ftlab.synth.variants import synth_variants
 
 SEEDS = [
@@ -45,7 +45,7 @@ def test_variants_keep_the_reply_and_drop_repeats(tmp_path: Path) -> None:
         encoding="utf-8",
     )  # fmt: skip
     with FakeOpenAI(responder) as fake:
-        result = synth_variants(seed_path, 2, tmp_path / "out.jsonl", OpenAITeacher("fake", fake.base_url),
+        result = synth_variants(seed_path, 2, tmp_path / "out.jsonl", RemoteChatModel("fake", fake.base_url),
                                 progress=False)  # fmt: skip
     rows = read_examples(tmp_path / "out.jsonl")
     pairs = [(row.messages[1].text, row.reference()) for row in rows]

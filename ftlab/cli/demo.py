@@ -47,7 +47,7 @@ def demo_command(
     from ftlab.cli.eval import summary_table
     from ftlab.evaluate.report import write_report
     from ftlab.evaluate.run import EvalOptions, evaluate
-    from ftlab.evaluate.specs import ModelSpec
+    from ftlab.infer.refs import ModelRef
     from ftlab.train.recipe import train
 
     started = time.perf_counter()
@@ -66,8 +66,7 @@ def demo_command(
     trained_at = time.perf_counter()
 
     console.rule("[bold]3. Evaluate base vs tuned on the held-out test split")
-    specs = [ModelSpec(name="base", model=BUNDLED_MODEL),
-             ModelSpec(name="tuned (LoRA)", model=BUNDLED_MODEL, adapter=result.final_dir)]
+    specs = [ModelRef("base", BUNDLED_MODEL), ModelRef("tuned (LoRA)", BUNDLED_MODEL, "adapter", result.final_dir)]
     evaluation = evaluate(test_file, specs, EvalOptions(metrics=["exact", "json_valid", "set_f1"]),
                           on_model=lambda spec, n, total: console.print(f"generating with {spec.name} ({n}/{total})"))
     evaluation.write(output / "eval.json")

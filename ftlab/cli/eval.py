@@ -106,8 +106,10 @@ def eval_command(
     test_file: Path = typer.Argument(..., help="Held-out chat JSONL: each example's last assistant message is the "
                                      "reference answer."),
     model: list[str] = typer.Option(..., "--model", "-m", help="Model to evaluate (repeat to compare): a base "
-                                    "name or folder, NAME+ADAPTER_DIR, run:DIR (every checkpoint of a run), or "
-                                    "openai:MODEL@BASE_URL (key from OPENAI_API_KEY)."),
+                                    "name, folder or hub id, an adapter folder, NAME+ADAPTER_DIR, run:DIR (every "
+                                    "checkpoint of a run; run:DIR@best|final|epoch-N for one), an ft: name of "
+                                    "`ftlab serve` (ft:…:ckpt-step-N for a checkpoint), or openai:MODEL@BASE_URL "
+                                    "(key from OPENAI_API_KEY)."),
     adapter: Path | None = typer.Option(None, help="LoRA adapter folder for a single --model."),
     metrics: str | None = typer.Option(None, help="Comma-separated: " + ", ".join(
         f"{k} ({v})" for k, v in METRIC_HELP.items()) + ". Default: chosen from the references."),
@@ -145,15 +147,16 @@ def eval_command(
     message, print a table and write per-example outputs and aggregate metrics as JSON."""
     from ftlab.data.labels import read_labels
     from ftlab.evaluate.run import EvalOptions, evaluate
-    from ftlab.evaluate.specs import parse_model_specs
     from ftlab.infer.constrained import read_schema
+    from ftlab.infer.refs import resolve_refs
+    from ftlab.infer.remote import EndpointError
 
     try:
-        specs = parse_model_specs(model, adapter)
+        specs = resolve_refs(model, adapter)
         options = EvalOptions(metrics=parse_metrics(metrics), max_new_tokens=max_new_tokens, batch_size=batch_size,
                               baseline=baseline, labels=read_labels(labels) if labels else None, decode=decode,
                               fallback=fallback, json_schema=read_schema(json_schema) if json_schema else None)
-        judge_specs = parse_model_specs(judge_model) if judge_model else []
+        judge_specs = resolve_refs(judge_model) if judge_model else []
         if judge and not judge_specs:
             raise ValueError("--judge needs a --judge-model")
         result = evaluate(test_file, specs, options,
@@ -164,7 +167,7 @@ def eval_command(
             console.print(f"judging ({', '.join(judge)}) with {', '.join(s.name for s in judge_specs)}")
             judge_evaluation(result, judge_specs, judge, scale=scale, criteria=criteria, rubric=rubric,
                              ensemble=ensemble, prompts_dir=judge_prompts, human=human)
-    except (DataError, ValueError, LookupError, ImportError) as exc:
+    except (DataError, ValueError, LookupError, ImportError, EndpointError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from None
     print_table(console, summary_table(result))

@@ -12,15 +12,16 @@ import typer
 from ftlab.config import BUNDLED_MODEL
 from ftlab.data.schema import DataError
 from ftlab.embed import DEFAULT_EMBEDDER
-from ftlab.models import ModelNotFound
+from ftlab.infer.backend import ChatBackend, open_backend
+from ftlab.infer.refs import ModelNotFound, resolve_ref
+from ftlab.infer.remote import EndpointError
 from ftlab.synth.runner import JobMismatch
-from ftlab.synth.teacher import TeacherError, make_teacher
 
 app = typer.Typer(help="Synthetic training data: QA pairs from documents, labels from a teacher, paraphrases.")
 
 TEACHER = typer.Option(
-    BUNDLED_MODEL, "--teacher", help="Model that writes the data: a local model (bundled alias or folder), or the "
-    "model name on --base-url."
+    BUNDLED_MODEL, "--teacher", help="Model that writes the data: a local model (bundled alias, folder, adapter, "
+    "run:DIR@best, ft: name: any `ftlab eval --model`), or the model name on --base-url."
 )  # fmt: skip
 BASE_URL = typer.Option(
     None, "--base-url", help="OpenAI-compatible server (OpenAI, vLLM, Ollama, `ftlab serve`), e.g. "
@@ -54,7 +55,7 @@ def _errors(command: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except (DataError, JobMismatch, TeacherError, ModelNotFound) as exc:
+        except (DataError, JobMismatch, EndpointError, ModelNotFound) as exc:
             _fail(str(exc))
         except LookupError as exc:  # a missing embedding model; KeyError and IndexError are bugs, not input
             if type(exc) is not LookupError:
@@ -62,6 +63,13 @@ def _errors(command: Callable[..., Any]) -> Callable[..., Any]:
             _fail(str(exc))
 
     return wrapper
+
+
+def make_teacher(model: str, base_url: str | None, api_key: str | None, concurrency: int, retries: int,
+                 batch_size: int) -> ChatBackend:
+    """The teacher `--teacher` names: a model on `--base-url`, else a local one."""
+    return open_backend(resolve_ref(model, base_url=base_url), api_key=api_key, concurrency=concurrency,
+                        max_retries=retries, batch_size=batch_size)  # fmt: skip
 
 
 def _calibrate(embedder: str, threshold: float | None):

@@ -12,7 +12,7 @@ from rich.markup import escape
 from ftlab.cli.settings import build_config, takes_settings
 from ftlab.config import BUNDLED_MODEL, TrainConfig
 from ftlab.data.schema import DataError
-from ftlab.models import ModelNotFound
+from ftlab.infer.refs import ModelNotFound
 
 console = Console()
 err = Console(stderr=True)
@@ -122,7 +122,9 @@ def train_command(
 
 def generate_command(
     user: Annotated[str, typer.Option(help="The user message.")],
-    model: Annotated[str, typer.Option(help="Bundled name, local folder or hub id.")] = BUNDLED_MODEL,
+    model: Annotated[str, typer.Option(help="Bundled name, local folder or hub id; also an adapter folder, "
+                                       "NAME+ADAPTER_DIR, run:DIR@best|final|epoch-N, an ft: name of `ftlab "
+                                       "serve`, or openai:MODEL@BASE_URL.")] = BUNDLED_MODEL,  # fmt: skip
     adapter: Annotated[Path | None, typer.Option(help="A LoRA adapter folder (e.g. RUN/final).")] = None,
     system: Annotated[str | None, typer.Option(help="An optional system message.")] = None,
     temperature: Annotated[float, typer.Option(help="0 means greedy.")] = 0.0,
@@ -131,14 +133,19 @@ def generate_command(
     seed: Annotated[int | None, typer.Option(help="Seed for sampling.")] = None,
 ) -> None:
     """Print a model's reply to one user message (greedy by default)."""
-    from ftlab.infer.generate import ChatModel
+    from ftlab.infer.backend import open_backend
+    from ftlab.infer.refs import resolve_ref
+    from ftlab.infer.remote import EndpointError
 
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+    options = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed}
     try:
-        chat = ChatModel(model, adapter)
-    except ModelNotFound as exc:
+        chat = open_backend(resolve_ref(model, adapter=adapter))
+        if not chat.local:  # an endpoint answers whole
+            console.print(chat.generate([messages], **options)[0].text, highlight=False, markup=False)
+            return
+    except (ModelNotFound, ValueError, EndpointError) as exc:
         fail(str(exc))
-    for delta in chat.stream(messages, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                             seed=seed):
+    for delta in chat.stream(messages, **options):
         console.print(delta, end="", highlight=False, markup=False)
     console.print()

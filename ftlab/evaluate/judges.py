@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ftlab.infer.backend import ChatBackend, open_backend
+from ftlab.infer.refs import ModelRef
+
 PROMPTS_DIR = Path(__file__).parent / "prompts"
 JUDGE_KINDS = ("score", "likert", "pairwise", "rubric")
 
@@ -100,28 +103,22 @@ def _parse_choice(text: str, options: Sequence[str]) -> str | None:
 class Judge:
     """A model that answers judge prompts with one option of a closed set."""
 
-    def __init__(self, spec, model=None) -> None:
-        from ftlab.evaluate.run import load_chat_model
-
-        self.name = spec.name
-        self.model = model if model is not None else load_chat_model(spec)
-        self.local = hasattr(self.model, "prompt_ids")
+    def __init__(self, ref: ModelRef, backend: ChatBackend | None = None) -> None:
+        self.name = ref.name
+        self.backend = backend if backend is not None else open_backend(ref)
 
     def ask(self, prompts: Sequence[str], options: Sequence[str], values: Sequence[float]) -> list[Verdict]:
         """For each prompt (sent as one user message), the verdict over `options`, each standing for a value."""
         conversations = [[{"role": "user", "content": prompt}] for prompt in prompts]
-        if self.local:
-            from ftlab.infer.constrained import rank_labels
-
+        if self.backend.local:
             verdicts = []
             for messages in conversations:
-                logl = rank_labels(self.model.model, self.model.tokenizer, self.model.prompt_ids(messages), options)
-                probs = logl.softmax(-1).tolist()
+                probs = self.backend.rank_labels(messages, options).softmax(-1).tolist()
                 best = max(range(len(options)), key=lambda i: probs[i])
                 verdicts.append(Verdict(options[best], sum(p * v for p, v in zip(probs, values, strict=True)),
                                         dict(zip(options, probs, strict=True))))
             return verdicts
-        completions = self.model.generate(conversations, max_new_tokens=16, temperature=0.0)
+        completions = self.backend.generate(conversations, max_new_tokens=16, temperature=0.0)
         verdicts = []
         for completion in completions:
             choice = _parse_choice(completion.text, options)
@@ -374,8 +371,8 @@ def human_agreement(runs: Sequence[JudgeRun], model_results, human: Sequence[dic
 # --- all together, on an evaluation ------------------------------------------------------------------------------
 
 
-def judge_evaluation(result, judge_specs, kinds: Sequence[str], *, scale: str = "1-5", criteria: str | None = None,
-                     rubric: str | Path | None = None, ensemble: str | None = None,
+def judge_evaluation(result, judge_refs: Sequence[ModelRef], kinds: Sequence[str], *, scale: str = "1-5",
+                     criteria: str | None = None, rubric: str | Path | None = None, ensemble: str | None = None,
                      prompts_dir: str | Path | None = None, human: str | Path | None = None,
                      judges: Sequence[Judge] | None = None) -> None:
     """Run the chosen judges on an `EvalResult` in place: adds `result.judgements` (and `result.human_agreement`),
@@ -387,7 +384,7 @@ def judge_evaluation(result, judge_specs, kinds: Sequence[str], *, scale: str = 
         raise ValueError(f"unknown judge kind(s) {', '.join(unknown)}: choose from {', '.join(JUDGE_KINDS)}")
     if ensemble not in (None, "mean", "majority"):
         raise ValueError(f"--ensemble is mean or majority, not '{ensemble}'")
-    judges = list(judges) if judges is not None else [Judge(spec) for spec in judge_specs]
+    judges = list(judges) if judges is not None else [Judge(ref) for ref in judge_refs]
     if not judges:
         raise ValueError("--judge needs at least one --judge-model")
     runs = []

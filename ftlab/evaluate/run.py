@@ -18,7 +18,8 @@ from typing import Any
 from ftlab.data.schema import ChatExample, read_examples, template_messages
 from ftlab.evaluate.compare import compare_scores
 from ftlab.evaluate.metrics import aggregate, auto_metrics, score_example
-from ftlab.evaluate.specs import ModelSpec
+from ftlab.infer.backend import ChatBackend, open_backend
+from ftlab.infer.refs import ModelRef
 
 DECODE_MODES = ("free", "constrained", "rank")
 # Per-example scores, in the order a summary table shows them; the first present one is the headline metric.
@@ -54,7 +55,7 @@ class EvalOptions:
 
 @dataclass
 class ModelResult:
-    spec: ModelSpec
+    spec: ModelRef
     summary: dict[str, Any]
     examples: list[dict[str, Any]]
     seconds: float  # generating and decoding (loading the model not included)
@@ -107,69 +108,45 @@ class EvalResult:
         return path
 
 
-def load_chat_model(spec: ModelSpec):
-    """A `ChatModel` (local base + adapter) or a `RemoteChatModel` (OpenAI-compatible endpoint)."""
-    if spec.kind == "openai":
-        from ftlab.infer.remote import RemoteChatModel
-
-        return RemoteChatModel(spec.model, spec.base_url or "")
-    from ftlab.infer.generate import ChatModel
-
-    return ChatModel(spec.model, adapter=spec.adapter)
-
-
-def default_max_new_tokens(model, references: Sequence[str]) -> int:
+def default_max_new_tokens(model: ChatBackend, references: Sequence[str]) -> int:
     """Room for the longest reference and then some (a quarter more, plus 16 tokens), at most 1,024."""
-    tokenizer = getattr(model, "tokenizer", None)
-    if tokenizer is not None:
-        longest = max(len(tokenizer.encode(ref, add_special_tokens=False)) for ref in references)
+    if model.local:
+        longest = max(len(model.tokenizer.encode(ref, add_special_tokens=False)) for ref in references)
     else:
-        longest = max(len(ref) for ref in references) // 2  # a remote model: ~2 characters per token at worst
+        longest = max(len(ref) for ref in references) // 2  # an endpoint: ~2 characters per token at worst
     return min(1024, int(longest * 1.25) + 16)
 
 
-def generate_outputs(model, conversations: list[list[dict[str, Any]]], references: Sequence[str],
+def generate_outputs(model: ChatBackend, conversations: list[list[dict[str, Any]]], references: Sequence[str],
                      options: EvalOptions) -> list[dict[str, Any]]:
     """What `model` answers to each conversation under the chosen decoding: a dict per example with `output`
     (and `raw_output` when the nearest-label fallback replaced it), token counts and finish reason."""
-    from ftlab.infer import constrained
-
-    remote = not hasattr(model, "prompt_ids")
-    if remote and options.decode == "rank":
-        raise ValueError("--decode rank needs a local model (it reads the model's logits); with an endpoint use "
-                         "--decode free --fallback nearest, or --decode constrained against an ftlab server")
     if options.decode == "rank":
+        if not model.local:
+            raise ValueError("--decode rank needs a local model (it reads the model's logits); with an endpoint "
+                             "use --decode free --fallback nearest, or --decode constrained against an ftlab "
+                             "server")  # fmt: skip
         rows = []
         for messages in conversations:
-            prompt = model.prompt_ids(messages)
-            scores = constrained.rank_labels(model.model, model.tokenizer, prompt, options.labels)
+            scores = model.rank_labels(messages, options.labels)
             best = int(scores.argmax())
-            rows.append({"output": options.labels[best], "prompt_tokens": len(prompt), "completion_tokens": 0,
-                         "finish_reason": "rank", "label_logprob": float(scores[best])})
+            rows.append({"output": options.labels[best], "prompt_tokens": len(model.prompt_ids(messages)),
+                         "completion_tokens": 0, "finish_reason": "rank", "label_logprob": float(scores[best])})
         return rows
-
-    kwargs: dict[str, Any] = {"max_new_tokens": options.max_new_tokens or default_max_new_tokens(model, references)}
-    if not remote:
-        kwargs["batch_size"] = options.batch_size
-    if options.decode == "constrained" and remote:
-        kwargs["extra_body"] = {"labels": list(options.labels)}  # the label-set extension of `ftlab serve`
-    elif options.decode == "constrained":
-        kwargs["logits_processor"] = constrained.constrained_labels_processor(model.tokenizer, options.labels)
-        kwargs["max_new_tokens"] = constrained.max_label_tokens(model.tokenizer, options.labels)
-    elif options.json_schema is not None:
-        if remote:
-            kwargs["extra_body"] = {"response_format": {"type": "json_schema", "json_schema": {
-                "name": "output", "schema": options.json_schema, "strict": True}}}
-        else:
-            kwargs["logits_processor"] = constrained.json_schema_processor(
-                model.tokenizer, options.json_schema, vocab_size=model.model.config.vocab_size)
-    completions = model.generate(conversations, **kwargs)
+    completions = model.generate(
+        conversations,
+        max_new_tokens=options.max_new_tokens or default_max_new_tokens(model, references),
+        labels=options.labels if options.decode == "constrained" else None,
+        json_schema=options.json_schema,
+    )
     rows = [{"output": c.text, "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
              "finish_reason": c.finish_reason} for c in completions]
     if options.fallback == "nearest":
+        from ftlab.infer.constrained import nearest_labels
+
         allowed = set(options.labels)
         invalid = [i for i, row in enumerate(rows) if row["output"].strip() not in allowed]
-        nearest = constrained.nearest_labels([rows[i]["output"] for i in invalid], options.labels)
+        nearest = nearest_labels([rows[i]["output"] for i in invalid], options.labels)
         for i, (label, similarity) in zip(invalid, nearest, strict=True):
             rows[i].update(raw_output=rows[i]["output"], output=label, fallback_similarity=similarity)
     return rows
@@ -185,11 +162,11 @@ def _conversation_text(example: ChatExample) -> str:
     return "\n".join(f"{m.role}: {m.text}" for m in example.prompt_messages())
 
 
-def evaluate_model(spec: ModelSpec, examples: Sequence[ChatExample], metrics: Sequence[str],
-                   options: EvalOptions, model=None) -> ModelResult:
-    """Generate for every example with one model and score the outputs."""
+def evaluate_model(spec: ModelRef, examples: Sequence[ChatExample], metrics: Sequence[str],
+                   options: EvalOptions, model: ChatBackend | None = None) -> ModelResult:
+    """Generate for every example with one model (opened from `spec` unless given) and score the outputs."""
     started = time.perf_counter()
-    model = model if model is not None else load_chat_model(spec)
+    model = model if model is not None else open_backend(spec, batch_size=options.batch_size)
     loaded = time.perf_counter()
     conversations = [template_messages(example.prompt_messages()) for example in examples]
     references = [example.reference() for example in examples]
@@ -240,8 +217,8 @@ def pairwise_comparisons(models: Sequence[ModelResult], baseline: str | None = N
     return comparisons
 
 
-def evaluate(test_file: str | Path, specs: Sequence[ModelSpec], options: EvalOptions | None = None,
-             on_model: Callable[[ModelSpec, int, int], None] | None = None) -> EvalResult:
+def evaluate(test_file: str | Path, specs: Sequence[ModelRef], options: EvalOptions | None = None,
+             on_model: Callable[[ModelRef, int, int], None] | None = None) -> EvalResult:
     """Evaluate every model on the test file and compare each with the baseline."""
     options = options or EvalOptions()
     options.check()

@@ -1,15 +1,14 @@
 """Generating replies from a base model with an optional LoRA adapter.
 
-`ChatModel` loads a base model (and merges an adapter into it, which keeps generation at base speed: an
-unmerged LoRA costs ~40% at batch 8 on the CPU), renders conversations with the model's own chat template and
-generates in left-padded batches through transformers' `generate`.
+`ChatModel` is the local `ChatBackend`: it loads a base model (and merges an adapter into it, which keeps
+generation at base speed: an unmerged LoRA costs ~40% at batch 8 on the CPU), renders conversations with the
+model's own chat template and generates in left-padded batches through transformers' `generate`.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +16,9 @@ import torch
 from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria, TextIteratorStreamer
 
 from ftlab.data.schema import template_messages
+from ftlab.infer.backend import Completion
+from ftlab.infer.refs import ModelRef
 from ftlab.models import Precision, best_precision, cpu_has_bf16, default_device, load_model, load_tokenizer
-
-
-@dataclass
-class Completion:
-    """One generated reply with OpenAI's usage counts and finish reason ("stop" or "length")."""
-
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str
 
 
 class StopOnStrings(StoppingCriteria):
@@ -63,29 +54,42 @@ def inference_precision(device: torch.device) -> Precision:
 class ChatModel:
     """A chat model ready to generate: base weights, an optional adapter merged in, and its tokenizer."""
 
+    local = True
+    concurrency = 1  # one model, one batch at a time: the batch is where the speed comes from
+
     def __init__(
         self,
         model: str,
         adapter: str | Path | None = None,
         device: torch.device | None = None,
         merge: bool = True,
+        *,
+        revision: str | None = None,
+        name: str | None = None,
+        batch_size: int = 8,
     ) -> None:
         self.device = device or default_device()
-        self.name = model if adapter is None else f"{model}+{adapter}"
-        self.tokenizer = load_tokenizer(model)
+        self.name = name or (model if adapter is None else f"{model}+{adapter}")
+        self.batch_size = batch_size
+        self.tokenizer = load_tokenizer(model, revision)
         self.tokenizer.padding_side = "left"
         precision = inference_precision(self.device)
         if adapter is None:
-            self.model = load_model(model, self.device, precision)
+            self.model = load_model(model, self.device, precision, revision)
         else:
             from peft import PeftModel
 
             # Merge in fp32, then cast: merging into bf16 weights would round the small LoRA delta away.
             fp32 = Precision(weights=torch.float32, autocast=None, attention=precision.attention)
-            base = load_model(model, self.device, fp32)
+            base = load_model(model, self.device, fp32, revision)
             peft_model = PeftModel.from_pretrained(base, str(adapter))
             self.model = peft_model.merge_and_unload() if merge else peft_model
             self.model = self.model.to(precision.weights).eval()
+
+    @classmethod
+    def from_ref(cls, ref: ModelRef, device: torch.device | None = None, batch_size: int = 8) -> ChatModel:
+        """The local model a resolved `ModelRef` names."""
+        return cls(ref.model, ref.adapter, device, revision=ref.revision, name=ref.name, batch_size=batch_size)
 
     def prompt_ids(self, messages: list[dict[str, Any]]) -> list[int]:
         """Token ids of a conversation rendered by the chat template, ending with the assistant prompt."""
@@ -93,6 +97,26 @@ class ChatModel:
             template_messages(messages), add_generation_prompt=True, tokenize=True, return_dict=False
         )
         return list(ids)
+
+    @torch.inference_mode()
+    def rank_labels(self, messages: list[dict[str, Any]], labels: Sequence[str]) -> torch.Tensor:
+        """The log-likelihood of each label as the reply to `messages` (see `constrained.rank_labels`)."""
+        from ftlab.infer.constrained import rank_labels
+
+        return rank_labels(self.model, self.tokenizer, self.prompt_ids(messages), labels)
+
+    def _constraint(self, labels: list[str] | None, json_schema: dict[str, Any] | None) -> Any:
+        """The logits processor that holds decoding to `labels` or to `json_schema` (None for neither)."""
+        from ftlab.infer import constrained
+
+        if labels and json_schema is not None:
+            raise ValueError("labels and a JSON schema constrain the output in two different ways: pick one")
+        if labels:
+            return constrained.constrained_labels_processor(self.tokenizer, labels)
+        if json_schema is not None:
+            return constrained.json_schema_processor(self.tokenizer, json_schema,
+                                                     vocab_size=self.model.config.vocab_size)  # fmt: skip
+        return None
 
     def _generation_config(self, max_new_tokens: int, temperature: float, top_p: float) -> GenerationConfig:
         """Sampling settings; `stop` is handled by `StopOnStrings`, not by transformers."""
@@ -117,13 +141,24 @@ class ChatModel:
         top_p: float = 1.0,
         stop: list[str] | None = None,
         seed: int | None = None,
+        labels: list[str] | None = None,
+        json_schema: dict[str, Any] | None = None,
         logits_processor: Any = None,
-        batch_size: int = 8,
+        batch_size: int | None = None,
     ) -> list[Completion]:
         """One completion per conversation (greedy unless temperature > 0), in the input order.
 
-        Conversations are batched by prompt length so little work goes to padding.
+        `labels` / `json_schema` hold the reply to one label / to JSON valid under the schema; a caller with a
+        processor of its own passes `logits_processor`. Conversations are batched by prompt length (`batch_size`,
+        default the model's) so little work goes to padding.
         """
+        if labels or json_schema is not None:
+            logits_processor = self._constraint(labels, json_schema)
+            if labels:
+                from ftlab.infer.constrained import max_label_tokens
+
+                max_new_tokens = max_label_tokens(self.tokenizer, labels)
+        batch_size = batch_size or self.batch_size
         if seed is not None:
             torch.manual_seed(seed)
         prompts = [self.prompt_ids(conversation) for conversation in conversations]

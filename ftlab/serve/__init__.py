@@ -17,7 +17,8 @@ Layout (routes are thin; each module below does one thing):
   and checkpoints, cancellation.
 - `worker`: the training worker (`ftlab worker`; `ftlab serve` starts one by default) taking jobs from the
   database queue, and the recovery of jobs whose worker died (resume from the last checkpoint, or fail).
-- `catalog`: model names — base models, `ft:<base>:ftlab:<suffix>:<key>` and `…:ckpt-step-N`.
+- `catalog`: the models a client can name (base models, `ft:<base>:<owner>:<suffix>:<id>`, `…:ckpt-step-N`;
+  resolved by `ftlab.infer.refs`) as OpenAI model objects.
 - `chat`: generation with a bounded LRU cache of loaded (base, adapter) pairs; SSE streaming; constrained
   outputs (`response_format` json_schema / json_object, and ftlab's `labels` extension).
 - `auth`: API keys (`ftlab keys create`), required when binding to anything but loopback.

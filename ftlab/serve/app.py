@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from ftlab.infer.refs import organization
 from ftlab.records.db import init_db, session_scope
 from ftlab.records.db import request_session as get_db
 from ftlab.serve import auth, catalog, dashboard, files, jobs
@@ -172,7 +173,7 @@ def list_models(db: Session = Depends(get_db)) -> dict:
 
 @router.get("/models/{model:path}")
 def retrieve_model(model: str, db: Session = Depends(get_db)) -> dict:
-    return catalog.resolve(db, model).to_openai().model_dump(mode="json")
+    return catalog.to_openai(catalog.resolve(db, model)).model_dump(mode="json")
 
 
 @router.delete("/models/{model:path}")
@@ -204,6 +205,7 @@ async def chat_completions(
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The ASGI app. The database is migrated and orphaned jobs are recovered when it starts."""
     settings = settings or settings_from_env()
+    organization()  # a bad FTLAB_ORGANIZATION stops the start, not a job when it names its model
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -1,6 +1,6 @@
 """Chat completions for base and fine-tuned models, plain or streamed as server-sent events.
 
-Loaded models are kept in a small LRU cache keyed by (base, adapter), so switching between a few fine-tuned
+Loaded models are kept in a small LRU cache keyed by (base, revision, adapter), so switching between a few fine-tuned
 models does not reload them every request, while memory stays bounded. Generation runs one request at a time:
 on a CPU the cores are the bottleneck, and interleaving requests would only slow each one down.
 
@@ -18,13 +18,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.completion_usage import CompletionUsage
 
 from ftlab.infer.generate import ChatModel
-from ftlab.serve.catalog import ServedModel
+from ftlab.infer.refs import ModelRef
 from ftlab.serve.errors import APIError, bad_request
 from ftlab.serve.schemas import ChatCompletionCreate
 
@@ -114,35 +115,35 @@ class ChatEngine:
 
     def __init__(self, max_loaded: int = 2) -> None:
         self.max_loaded = max(1, max_loaded)
-        self._models: OrderedDict[tuple[str, str | None], ChatModel] = OrderedDict()
+        self._models: OrderedDict[tuple[str, str | None, Path | None], ChatModel] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _model(self, served: ServedModel) -> ChatModel:
+    def _model(self, served: ModelRef) -> ChatModel:
         """The loaded model for `served` (call with the lock held)."""
-        key = (served.base, served.adapter)
+        key = (served.model, served.revision, served.adapter)
         if key in self._models:
             self._models.move_to_end(key)
             return self._models[key]
         while len(self._models) >= self.max_loaded:
             self._models.popitem(last=False)
         try:
-            model = ChatModel(served.base, adapter=served.adapter)
+            model = ChatModel.from_ref(served)
         except Exception as exc:
             raise APIError(500, f"Could not load model {served.name}: {exc}", param="model") from exc
         self._models[key] = model
         return model
 
-    def loaded(self) -> list[tuple[str, str | None]]:
+    def loaded(self) -> list[tuple[str, str | None, Path | None]]:
         return list(self._models)
 
-    def prepare(self, served: ServedModel, body: ChatCompletionCreate) -> Prepared:
+    def prepare(self, served: ModelRef, body: ChatCompletionCreate) -> Prepared:
         """Check the request, load the model, build the constraint: everything that can fail with a 4xx."""
         options = _options(body)
         with self._lock:
             model = self._model(served)
         return Prepared(model, _messages(body), _constrain(model, body, options))
 
-    def complete(self, served: ServedModel, body: ChatCompletionCreate) -> ChatCompletion:
+    def complete(self, served: ModelRef, body: ChatCompletionCreate) -> ChatCompletion:
         job = self.prepare(served, body)
         n = body.n or 1
         with self._lock:

@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 
 from ftlab.config import TrainConfig, explain, runs_dir
 from ftlab.data.validate import example_count_finding, server_min_examples
+from ftlab.infer.refs import base_problem, organization
 from ftlab.records.tables import Checkpoint, Job, JobEvent, Run, new_id, now
-from ftlab.serve import catalog
 from ftlab.serve.errors import APIError, bad_request, not_found
 from ftlab.serve.files import get_file, stored_path
 from ftlab.serve.schemas import JobCreate
@@ -134,7 +134,7 @@ def _examples_of(db: Session, file_id: str, param: str) -> tuple[int, str]:
 
 def create_job(db: Session, request: JobCreate) -> Job:
     """Validate everything a job needs, then record it as queued (with its run) for a worker to pick up."""
-    problem = catalog.base_model_problem(request.model)
+    problem = base_problem(request.model, download=False)
     if problem:
         raise bad_request(
             f"Model {request.model} is not available for fine-tuning or does not exist: {problem}",
@@ -182,7 +182,7 @@ def create_job(db: Session, request: JobCreate) -> Job:
         suffix=request.suffix,
         metadata_=request.metadata,
         integrations=integrations,
-        organization_id=catalog.ORGANIZATION_ID,
+        organization_id=f"org-{organization()}",
         status="validating_files",
         run_pk=run.pk,
         result_files=[],

@@ -24,10 +24,10 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from ftlab.config import TrainConfig
+from ftlab.infer.refs import checkpoint_model_name, fine_tuned_model_name
 from ftlab.records.db import init_db, session_scope
 from ftlab.records.store import RunRecorder
 from ftlab.records.tables import Checkpoint, Job, RunMetric, now
-from ftlab.serve.catalog import checkpoint_model_name, fine_tuned_model_name
 from ftlab.serve.files import get_file, register_result_file, stored_path
 from ftlab.serve.jobs import add_event
 

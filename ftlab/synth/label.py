@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ftlab.data.schema import DataError, iter_lines
+from ftlab.infer.backend import ChatBackend
 from ftlab.synth.runner import Journal, Outputs, Progress, side_path
-from ftlab.synth.teacher import Teacher
 from ftlab.synth.validated import ask_validated
 
 LABEL_SYSTEM = (
@@ -85,7 +85,7 @@ def synth_label(
     inputs_path: str | Path,
     labels: list[str],
     out: str | Path,
-    teacher: Teacher,
+    teacher: ChatBackend,
     instruction: str | None = None,
     system: str | None = None,
     invalid_retries: int = 2,
@@ -146,9 +146,9 @@ def synth_label(
                     f"{reply.strip()!r} is not one of the labels. Answer with exactly one of: {', '.join(labels)}"
                 ),
                 retries=invalid_retries,
-                max_tokens=max(16, max(len(label) for label in labels) + 8),
+                max_new_tokens=max(16, max(len(label) for label in labels) + 8),
                 temperature=0.0,
-                choices=labels,
+                labels=labels if teacher.local else None,  # an endpoint may not know ftlab's `labels` field
             )
             records = [
                 {

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ftlab.infer.backend import ChatBackend
 from ftlab.synth.clean import (
     is_japanese,
     is_question,
@@ -36,7 +37,6 @@ from ftlab.synth.clean import (
 from ftlab.synth.dedup import Calibration, Deduper
 from ftlab.synth.documents import Chunk, load_chunks
 from ftlab.synth.runner import Journal, Outputs, Progress, ask, side_path
-from ftlab.synth.teacher import Teacher
 from ftlab.synth.validated import ask_validated
 
 DEFAULT_SYSTEM = "You are a helpful assistant that answers questions accurately and concisely."
@@ -249,7 +249,7 @@ def lane_key(chunk: Chunk, attempt: int) -> str:
     return f"{chunk.document}#{chunk.index}#{attempt}"
 
 
-def job_description(chunks: list[Chunk], teacher: Teacher, judge: Teacher | None, options: QAOptions,
+def job_description(chunks: list[Chunk], teacher: ChatBackend, judge: ChatBackend | None, options: QAOptions,
                     calibration: Calibration) -> dict[str, Any]:  # fmt: skip
     digest = hashlib.sha256("\n".join(f"{c.document}:{c.hash}" for c in chunks).encode()).hexdigest()[:16]
     return {
@@ -266,10 +266,10 @@ def job_description(chunks: list[Chunk], teacher: Teacher, judge: Teacher | None
 def synth_qa(
     docs: str | Path,
     out: str | Path,
-    teacher: Teacher,
+    teacher: ChatBackend,
     calibration: Calibration,
     options: QAOptions | None = None,
-    judge: Teacher | None = None,
+    judge: ChatBackend | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> QAResult:
@@ -358,8 +358,8 @@ def run_round(
     attempt: int,
     journal: Journal,
     deduper: Deduper,
-    teacher: Teacher,
-    judge: Teacher | None,
+    teacher: ChatBackend,
+    judge: ChatBackend | None,
     options: QAOptions,
     bar: Progress,
 ) -> list[dict[str, Any]]:
@@ -379,9 +379,8 @@ def run_round(
             if r["document"] == chunk.document and r["attempt"] < attempt and r.get("question")
         ]
         conversations.append(question_prompt(chunk, earlier[-options.window :] if options.window else []))
-    replies = ask(
-        teacher, conversations, bar, max_tokens=options.max_question_tokens, temperature=options.question_temperature
-    )
+    replies = ask(teacher, conversations, bar, max_new_tokens=options.max_question_tokens,
+                  temperature=options.question_temperature)  # fmt: skip
 
     # 2. tics, unseen-document references, anchoring
     candidates = []
@@ -410,7 +409,7 @@ def run_round(
         teacher,
         [answer_prompt(chunk, record["question"]) for record, chunk in survivors],
         bar,
-        max_tokens=options.max_answer_tokens,
+        max_new_tokens=options.max_answer_tokens,
         temperature=0.0,
     )
     graded = []
@@ -431,7 +430,7 @@ def run_round(
             bar,
             parse=parse_grade,
             correction=lambda reply: "Reply with one digit from 1 to 5 only.",
-            max_tokens=8,
+            max_new_tokens=8,
             temperature=0.0,
         )
         for (record, _), result in zip(graded, results, strict=True):

@@ -22,7 +22,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ftlab.synth.teacher import Reply, Teacher
+from ftlab.infer.backend import ChatBackend, Completion
 
 
 class JobMismatch(ValueError):
@@ -142,7 +142,7 @@ class Progress:
             self.bar.total = max(self.bar.total or 0, self.bar.n + extra)
             self.bar.refresh()
 
-    def advance(self, replies: list[Reply]) -> None:
+    def advance(self, replies: list[Completion]) -> None:
         with self.lock:
             self.spend.requests += len(replies)
             self.spend.prompt_tokens += sum(r.prompt_tokens for r in replies)
@@ -155,11 +155,11 @@ class Progress:
 
 
 def ask(
-    teacher: Teacher,
+    teacher: ChatBackend,
     conversations: list[list[dict[str, Any]]],
     progress: Progress,
     **options: Any,
-) -> list[Reply]:
+) -> list[Completion]:
     """One reply per conversation, in order: `teacher.concurrency` calls at once, `teacher.batch_size`
     conversations per call."""
     if not conversations:
@@ -167,8 +167,10 @@ def ask(
     step = max(1, teacher.batch_size)
     batches = [conversations[i : i + step] for i in range(0, len(conversations), step)]
 
-    def run(batch: list[list[dict[str, Any]]]) -> list[Reply]:
-        replies = teacher.complete(batch, **options)
+    options.setdefault("seed", 0)  # a rerun asks the same questions and, from a local teacher, gets the same replies
+
+    def run(batch: list[list[dict[str, Any]]]) -> list[Completion]:
+        replies = teacher.generate(batch, **options)
         progress.advance(replies)
         return replies
 

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ftlab.infer.backend import ChatBackend
 from ftlab.synth.runner import Progress, ask
-from ftlab.synth.teacher import Teacher
 
 
 @dataclass
@@ -18,7 +18,7 @@ class Validated:
 
 
 def ask_validated(
-    teacher: Teacher,
+    teacher: ChatBackend,
     conversations: list[list[dict[str, Any]]],
     progress: Progress,
     parse: Callable[[str], Any],

@@ -18,10 +18,10 @@ from typing import Any
 
 from ftlab.data.schema import ChatExample, DataError, read_examples
 from ftlab.embed import DEFAULT_EMBEDDER
+from ftlab.infer.backend import ChatBackend
 from ftlab.synth.clean import is_japanese, strip_tics
 from ftlab.synth.dedup import Calibration, Deduper
 from ftlab.synth.runner import Journal, Outputs, Progress, ask, side_path
-from ftlab.synth.teacher import Teacher
 
 PARAPHRASE_SYSTEM = {
     "en": (
@@ -69,7 +69,7 @@ def synth_variants(
     seed_path: str | Path,
     n: int,
     out: str | Path,
-    teacher: Teacher,
+    teacher: ChatBackend,
     dedup_threshold: float | None = None,
     embedder: str = DEFAULT_EMBEDDER,
     keep_seeds: bool = True,
@@ -137,7 +137,7 @@ def synth_variants(
                     teacher,
                     [paraphrase_prompt(originals[i], written[i]) for i in pending],
                     bar,
-                    max_tokens=512,
+                    max_new_tokens=512,
                     temperature=temperature,
                 )
                 records = []

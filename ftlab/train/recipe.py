@@ -169,6 +169,8 @@ def prepare_model(config: TrainConfig, device: torch.device, precision: Precisio
         return model
     from peft import LoraConfig, get_peft_model
 
+    from ftlab.infer.refs import portable_base
+
     lora = LoraConfig(
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
@@ -177,7 +179,8 @@ def prepare_model(config: TrainConfig, device: torch.device, precision: Precisio
         use_dora=config.adapter == "dora",
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lora)
+    # The adapter records its base by the name `load_model` gave it and, for a hub model, the commit it was.
+    return get_peft_model(model, lora, revision=portable_base(config.model)[1])
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
