@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from ftlab.config import TrainConfig, auto_batch_size, auto_epochs
 from ftlab.data.schema import parse_example
 from ftlab.models import load_tokenizer
-from ftlab.train.recipe import length_grouped_batches, overfitting, train
+from ftlab.train.recipe import last_checkpoint, length_grouped_batches, overfitting, train
 from ftlab.train.tokenize import IGNORE_INDEX, tokenize_example
 
 MULTI_TURN = {
@@ -133,29 +134,70 @@ def test_run_folder_and_loss_falls(tiny_model_dir: Path, data, tmp_path: Path) -
     assert result.best_checkpoint is not None and result.trained_tokens > 0
 
 
-def test_same_seed_same_loss_curve_and_resume_equals_uninterrupted(tiny_model_dir: Path, data, tmp_path: Path):
+def test_same_seed_same_loss_curve(tiny_model_dir: Path, data, tmp_path: Path) -> None:
     config = tiny_config(tiny_model_dir, n_epochs=3)
     first = train(config, *data, tmp_path / "a", progress=False)
     second = train(config, *data, tmp_path / "b", progress=False)
     assert read_rows(first.metrics_csv) == read_rows(second.metrics_csv)
 
-    # Interrupt after epoch 1 (cancel), then resume: the curve and weights match the uninterrupted run.
-    steps = []
 
-    def stop_after_epoch_one() -> bool:
-        steps.append(1)
-        return len(steps) > 6
+def cancel_after(n_steps: int):
+    """A should_stop that lets `n_steps` steps run, then cancels."""
+    calls = []
 
-    cancelled = train(config, *data, tmp_path / "c", should_stop=stop_after_epoch_one, progress=False)
-    assert cancelled.status == "cancelled"
-    resumed = train(config, *data, tmp_path / "c", resume=True, progress=False)
-    assert resumed.status == "succeeded"
-    assert read_rows(resumed.metrics_csv) == read_rows(first.metrics_csv)
-    from safetensors.torch import load_file
+    def should_stop() -> bool:
+        calls.append(1)
+        return len(calls) > n_steps
 
-    a = load_file(first.final_dir / "adapter_model.safetensors")
+    return should_stop
+
+
+# plain: 3 epochs of 6 steps, cancelled at the start of epoch 2, resumed from checkpoint-epoch-1.
+# early stopping: validation every 2 steps with patience 2 and dropout (so the RNG state matters). Uninterrupted,
+# the best validation loss comes at step 22, steps 24 and 26 are worse and the run stops at step 26, in epoch 5.
+# Cancelled at step 25 and resumed from checkpoint-epoch-4 (step 24, one evaluation of patience used), the
+# resumed run must remember the best value and the patience left to stop at step 26 too.
+RESUME_CASES = {
+    "plain": ({"n_epochs": 3}, 6, "checkpoint-epoch-1"),
+    "early stopping": ({"n_epochs": 6, "learning_rate_multiplier": 200.0, "eval_every": 2,
+                        "early_stopping_patience": 2, "lora_dropout": 0.1}, 25, "checkpoint-epoch-4"),
+}
+
+
+@pytest.mark.parametrize("case", list(RESUME_CASES))
+def test_resume_equals_uninterrupted(tiny_model_dir: Path, data, tmp_path: Path, case: str) -> None:
+    overrides, cancel_at, resume_from = RESUME_CASES[case]
+    config = tiny_config(tiny_model_dir, **overrides)
+    whole = train(config, *data, tmp_path / "whole", progress=False)
+
+    cancelled = train(config, *data, tmp_path / "cut", should_stop=cancel_after(cancel_at), progress=False)
+    assert cancelled.status == "cancelled" and len(read_rows(cancelled.metrics_csv)) == cancel_at
+    # Only the newest checkpoint keeps the state to resume from, and it holds no model weights: the adapter
+    # beside it is what it resumes, so it stays adapter-sized (Adam's two moments, the schedule, RNG, the loop).
+    run = tmp_path / "cut"
+    assert last_checkpoint(run) == run / resume_from
+    assert [p.name for p in run.glob("checkpoint-epoch-*/resume")] == ["resume"]
+    resume_files = list((run / resume_from / "resume").iterdir())
+    assert not [f.name for f in resume_files if f.suffix == ".safetensors"]
+    adapter_bytes = (run / resume_from / "adapter_model.safetensors").stat().st_size
+    assert sum(f.stat().st_size for f in resume_files) < 2.5 * adapter_bytes  # the tiny base: 95× the adapter
+
+    events = []
+    resumed = train(config, *data, run, resume=True, progress=False, on_event=events.append)
+    assert f"Resumed from {resume_from} at step" in " ".join(e.message for e in events)
+    assert resumed.status == "succeeded" and resumed.stopped_early == whole.stopped_early
+    assert read_rows(resumed.metrics_csv) == read_rows(whole.metrics_csv)
+    assert [(c.epoch, c.step) for c in resumed.checkpoints] == [(c.epoch, c.step) for c in whole.checkpoints]
+    a = load_file(whole.final_dir / "adapter_model.safetensors")
     c = load_file(resumed.final_dir / "adapter_model.safetensors")
-    assert all(torch.equal(a[k], c[k]) for k in a)
+    assert a.keys() == c.keys() and all(torch.equal(a[k], c[k]) for k in a)
+
+    if case == "early stopping":
+        rows = read_rows(whole.metrics_csv)
+        valid = {int(r["step"]): float(r["valid_loss"]) for r in rows if r["valid_loss"]}
+        assert whole.stopped_early and int(rows[-1]["step"]) == 26 < whole.config.n_epochs * 6
+        # Forgetting the best value at the resume point would have counted step 26 as an improvement.
+        assert min(v for step, v in valid.items() if step <= 24) < valid[26]
 
 
 @pytest.mark.parametrize("method", ["dora", "full"])
