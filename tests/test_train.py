@@ -82,7 +82,9 @@ def test_truncation_is_counted(tiny_model_dir: Path) -> None:
 
 def test_auto_rules_follow_the_cookbook() -> None:
     assert auto_epochs(10) == 10 and auto_epochs(3) == 25 and auto_epochs(100) == 3 and auto_epochs(20_000) == 1
-    assert auto_epochs(5_000) == 5 - 0 or auto_epochs(5_000) == 3
+    # 5,000 × 3 epochs = 15,000 examples seen lies within [100, 25,000], so the target of 3 stands; the cap
+    # starts where 3 epochs would pass 25,000 (8,334 × 3 = 25,002 → 25,000 // 8,334 = 2).
+    assert auto_epochs(5_000) == 3 and auto_epochs(8_333) == 3 and auto_epochs(8_334) == 2
     assert auto_batch_size(100) == 8 and auto_batch_size(20) == 2 and auto_batch_size(100_000) == 200
     resolved = TrainConfig().resolve(40)
     assert (resolved.n_epochs, resolved.batch_size, resolved.learning_rate_multiplier) == (3, 4, 1.0)
@@ -208,12 +210,30 @@ def test_other_methods_train(tiny_model_dir: Path, data, tmp_path: Path, method:
     assert (result.final_dir / ("model.safetensors" if method == "full" else "adapter_config.json")).exists()
 
 
-def test_loraplus_and_early_stopping(tiny_model_dir: Path, data, tmp_path: Path) -> None:
-    # A learning rate this large makes validation loss worsen at once; patience 1 stops the run.
+def test_early_stopping_stops_at_the_first_evaluation_without_improvement(tiny_model_dir, data, tmp_path):
+    # A learning rate this large makes validation loss worsen at once: with patience 1 the run stops at the end
+    # of epoch 2 (step 12), whose validation loss is worse than epoch 1's, and saves that epoch's checkpoint.
     config = tiny_config(tiny_model_dir, n_epochs=6, learning_rate_multiplier=20000.0, loraplus_lr_ratio=16,
                          early_stopping_patience=1)
     result = train(config, *data, tmp_path / "es", progress=False)
-    assert result.stopped_early and len(result.checkpoints) < 6
+    assert result.stopped_early and [c.step for c in result.checkpoints] == [6, 12]
+    assert result.checkpoints[1].metrics["valid_loss"] > result.checkpoints[0].metrics["valid_loss"]
+    assert json.loads((tmp_path / "es" / "config.json").read_text())["stopped_early"] is True
+
+
+def test_loraplus_makes_the_b_matrices_learn_faster(tiny_model_dir: Path, data, tmp_path: Path) -> None:
+    # Same seed, same data: only B's learning rate differs (×16). B starts at zero and Adam moves each weight by
+    # about its learning rate per step, so B ends ~16× larger (measured 14.9×); A, at the same rate, barely differs.
+    def adapter_norms(ratio: float | None) -> dict[str, float]:
+        config = tiny_config(tiny_model_dir, n_epochs=1, learning_rate_multiplier=1.0, loraplus_lr_ratio=ratio)
+        weights = load_file(train(config, data[0], None, tmp_path / str(ratio), progress=False).final_dir
+                            / "adapter_model.safetensors")
+        return {part: float(torch.stack([w.float().norm() for k, w in weights.items() if part in k]).norm())
+                for part in ("lora_A", "lora_B")}
+
+    plain, plus = adapter_norms(None), adapter_norms(16.0)
+    assert plus["lora_B"] / plain["lora_B"] > 10
+    assert plus["lora_A"] == pytest.approx(plain["lora_A"], rel=0.01)
 
 
 def test_bad_training_file_is_refused_before_any_compute(tiny_model_dir: Path, tmp_path: Path) -> None:
