@@ -200,6 +200,9 @@ def test_resume_equals_uninterrupted(tiny_model_dir: Path, data, tmp_path: Path,
         assert whole.stopped_early and int(rows[-1]["step"]) == 26 < whole.config.n_epochs * 6
         # Forgetting the best value at the resume point would have counted step 26 as an improvement.
         assert min(v for step, v in valid.items() if step <= 24) < valid[26]
+        # The run stopped early stays stopped: resuming it again trains no further step.
+        again = train(config, *data, run, resume=True, progress=False)
+        assert again.stopped_early and read_rows(again.metrics_csv) == read_rows(whole.metrics_csv)
 
 
 @pytest.mark.parametrize("method", ["dora", "full"])
