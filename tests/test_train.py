@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from ftlab.config import TrainConfig, auto_batch_size, auto_epochs
 from ftlab.data.schema import parse_example
 from ftlab.models import load_tokenizer
-from ftlab.train.recipe import length_grouped_batches, overfitting, train
+from ftlab.train.recipe import last_checkpoint, length_grouped_batches, overfitting, train
 from ftlab.train.tokenize import IGNORE_INDEX, tokenize_example
 
 MULTI_TURN = {
@@ -81,7 +82,9 @@ def test_truncation_is_counted(tiny_model_dir: Path) -> None:
 
 def test_auto_rules_follow_the_cookbook() -> None:
     assert auto_epochs(10) == 10 and auto_epochs(3) == 25 and auto_epochs(100) == 3 and auto_epochs(20_000) == 1
-    assert auto_epochs(5_000) == 5 - 0 or auto_epochs(5_000) == 3
+    # 5,000 × 3 epochs = 15,000 examples seen lies within [100, 25,000], so the target of 3 stands; the cap
+    # starts where 3 epochs would pass 25,000 (8,334 × 3 = 25,002 → 25,000 // 8,334 = 2).
+    assert auto_epochs(5_000) == 3 and auto_epochs(8_333) == 3 and auto_epochs(8_334) == 2
     assert auto_batch_size(100) == 8 and auto_batch_size(20) == 2 and auto_batch_size(100_000) == 200
     resolved = TrainConfig().resolve(40)
     assert (resolved.n_epochs, resolved.batch_size, resolved.learning_rate_multiplier) == (3, 4, 1.0)
@@ -143,29 +146,74 @@ def test_run_folder_and_loss_falls(tiny_model_dir: Path, data, tmp_path: Path) -
     assert result.best_checkpoint is not None and result.trained_tokens > 0
 
 
-def test_same_seed_same_loss_curve_and_resume_equals_uninterrupted(tiny_model_dir: Path, data, tmp_path: Path):
+def test_same_seed_same_loss_curve(tiny_model_dir: Path, data, tmp_path: Path) -> None:
     config = tiny_config(tiny_model_dir, n_epochs=3)
     first = train(config, *data, tmp_path / "a", progress=False)
     second = train(config, *data, tmp_path / "b", progress=False)
     assert read_rows(first.metrics_csv) == read_rows(second.metrics_csv)
 
-    # Interrupt after epoch 1 (cancel), then resume: the curve and weights match the uninterrupted run.
-    steps = []
 
-    def stop_after_epoch_one() -> bool:
-        steps.append(1)
-        return len(steps) > 6
+def cancel_after(n_steps: int):
+    """A should_stop that lets `n_steps` steps run, then cancels."""
+    calls = []
 
-    cancelled = train(config, *data, tmp_path / "c", should_stop=stop_after_epoch_one, progress=False)
-    assert cancelled.status == "cancelled"
-    resumed = train(config, *data, tmp_path / "c", resume=True, progress=False)
-    assert resumed.status == "succeeded"
-    assert read_rows(resumed.metrics_csv) == read_rows(first.metrics_csv)
-    from safetensors.torch import load_file
+    def should_stop() -> bool:
+        calls.append(1)
+        return len(calls) > n_steps
 
-    a = load_file(first.final_dir / "adapter_model.safetensors")
+    return should_stop
+
+
+# plain: 3 epochs of 6 steps, cancelled at the start of epoch 2, resumed from checkpoint-epoch-1.
+# early stopping: validation every 2 steps with patience 2 and dropout (so the RNG state matters). Uninterrupted,
+# the best validation loss comes at step 4, steps 6 and 8 are worse and the run stops at step 8, in epoch 2.
+# Cancelled at step 7 and resumed from checkpoint-epoch-1 (step 6, one evaluation of patience used), the resumed
+# run must remember the best value and the patience left to stop at step 8 too: forgetting the best value would
+# count step 8 as an improvement, forgetting the patience would allow two more evaluations.
+RESUME_CASES = {
+    "plain": ({"n_epochs": 3}, 6, "checkpoint-epoch-1"),
+    "early stopping": ({"n_epochs": 6, "learning_rate_multiplier": 50.0, "lora_alpha": 128, "eval_every": 2,
+                        "early_stopping_patience": 2, "lora_dropout": 0.1}, 7, "checkpoint-epoch-1"),
+}
+
+
+@pytest.mark.parametrize("case", list(RESUME_CASES))
+def test_resume_equals_uninterrupted(tiny_model_dir: Path, data, tmp_path: Path, case: str) -> None:
+    overrides, cancel_at, resume_from = RESUME_CASES[case]
+    config = tiny_config(tiny_model_dir, **overrides)
+    whole = train(config, *data, tmp_path / "whole", progress=False)
+
+    cancelled = train(config, *data, tmp_path / "cut", should_stop=cancel_after(cancel_at), progress=False)
+    assert cancelled.status == "cancelled" and len(read_rows(cancelled.metrics_csv)) == cancel_at
+    # Only the newest checkpoint keeps the state to resume from, and it holds no model weights: the adapter
+    # beside it is what it resumes, so it stays adapter-sized (Adam's two moments, the schedule, RNG, the loop).
+    run = tmp_path / "cut"
+    assert last_checkpoint(run) == run / resume_from
+    assert [p.name for p in run.glob("checkpoint-epoch-*/resume")] == ["resume"]
+    resume_files = list((run / resume_from / "resume").iterdir())
+    assert not [f.name for f in resume_files if f.suffix == ".safetensors"]
+    adapter_bytes = (run / resume_from / "adapter_model.safetensors").stat().st_size
+    assert sum(f.stat().st_size for f in resume_files) < 2.5 * adapter_bytes  # the tiny base: 95× the adapter
+
+    events = []
+    resumed = train(config, *data, run, resume=True, progress=False, on_event=events.append)
+    assert f"Resumed from {resume_from} at step" in " ".join(e.message for e in events)
+    assert resumed.status == "succeeded" and resumed.stopped_early == whole.stopped_early
+    assert read_rows(resumed.metrics_csv) == read_rows(whole.metrics_csv)
+    assert [(c.epoch, c.step) for c in resumed.checkpoints] == [(c.epoch, c.step) for c in whole.checkpoints]
+    a = load_file(whole.final_dir / "adapter_model.safetensors")
     c = load_file(resumed.final_dir / "adapter_model.safetensors")
-    assert all(torch.equal(a[k], c[k]) for k in a)
+    assert a.keys() == c.keys() and all(torch.equal(a[k], c[k]) for k in a)
+
+    if case == "early stopping":
+        rows = read_rows(whole.metrics_csv)
+        valid = {int(r["step"]): float(r["valid_loss"]) for r in rows if r["valid_loss"]}
+        assert whole.stopped_early and int(rows[-1]["step"]) == 8 < whole.config.n_epochs * 6
+        # At the resume point (step 6) patience is half used, and step 8 is still worse than step 4.
+        assert valid[4] < min(valid[6], valid[8])
+        # The run stopped early stays stopped: resuming it again trains no further step.
+        again = train(config, *data, run, resume=True, progress=False)
+        assert again.stopped_early and read_rows(again.metrics_csv) == read_rows(whole.metrics_csv)
 
 
 @pytest.mark.parametrize("adapter", ["dora", "full"])
@@ -176,12 +224,32 @@ def test_other_adapters_train(tiny_model_dir: Path, data, tmp_path: Path, adapte
     assert (result.final_dir / ("model.safetensors" if adapter == "full" else "adapter_config.json")).exists()
 
 
-def test_loraplus_and_early_stopping(tiny_model_dir: Path, data, tmp_path: Path) -> None:
-    # The largest learning rate allowed (x100, B matrices 16x faster) soon worsens validation loss; patience 1 stops.
+def test_early_stopping_stops_at_the_first_evaluation_without_improvement(tiny_model_dir, data, tmp_path):
+    # The largest learning rate allowed (x100, B matrices 16x faster) soon worsens validation loss: with patience 1
+    # the run stops at the end of epoch 3 (step 18), whose validation loss is worse than epoch 2's, and saves that
+    # epoch's checkpoint.
     config = tiny_config(tiny_model_dir, n_epochs=6, learning_rate_multiplier=100.0, loraplus_lr_ratio=16,
                          early_stopping_patience=1)
     result = train(config, *data, tmp_path / "es", progress=False)
-    assert result.stopped_early and len(result.checkpoints) < 6
+    assert result.stopped_early and [c.step for c in result.checkpoints] == [6, 12, 18]
+    losses = [c.metrics["valid_loss"] for c in result.checkpoints]
+    assert losses[0] > losses[1] < losses[2]
+    assert json.loads((tmp_path / "es" / "config.json").read_text())["stopped_early"] is True
+
+
+def test_loraplus_makes_the_b_matrices_learn_faster(tiny_model_dir: Path, data, tmp_path: Path) -> None:
+    # Same seed, same data: only B's learning rate differs (×16). B starts at zero and Adam moves each weight by
+    # about its learning rate per step, so B ends ~16× larger (measured 14.9×); A, at the same rate, barely differs.
+    def adapter_norms(ratio: float | None) -> dict[str, float]:
+        config = tiny_config(tiny_model_dir, n_epochs=1, learning_rate_multiplier=1.0, loraplus_lr_ratio=ratio)
+        weights = load_file(train(config, data[0], None, tmp_path / str(ratio), progress=False).final_dir
+                            / "adapter_model.safetensors")
+        return {part: float(torch.stack([w.float().norm() for k, w in weights.items() if part in k]).norm())
+                for part in ("lora_A", "lora_B")}
+
+    plain, plus = adapter_norms(None), adapter_norms(16.0)
+    assert plus["lora_B"] / plain["lora_B"] > 10
+    assert plus["lora_A"] == pytest.approx(plain["lora_A"], rel=0.01)
 
 
 def test_bad_training_file_is_refused_before_any_compute(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -26,16 +26,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from accelerate import Accelerator
 from torch import nn
 
 import ftlab
 from ftlab.config import TrainConfig, runs_dir
 from ftlab.data.schema import ChatExample, DataError, file_sha256, read_examples
-from ftlab.models import Precision, best_precision, default_device, load_model, load_tokenizer, set_threads
+from ftlab.models import Precision, best_precision, load_model, load_tokenizer, set_threads
 from ftlab.train.tokenize import IGNORE_INDEX, Tokenized, tokenize_example
 
 METRIC_COLUMNS = ["step", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy"]
-STATE_FILE = "trainer_state.pt"
+RESUME_DIR = "resume"  # accelerate's state to resume from, inside the newest checkpoint folder
 
 
 @dataclass
@@ -74,6 +75,30 @@ class TrainResult:
     status: str  # "succeeded" or "cancelled"
     best_checkpoint: Checkpoint | None
     stopped_early: bool = False
+
+
+@dataclass
+class LoopState:
+    """Where the loop stands. accelerate saves it with the optimizer, scheduler and RNG states
+    (`register_for_checkpointing`), so a resumed run goes on exactly as the uninterrupted one would."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0
+    trained_tokens: int = 0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    evals: list[tuple[float, float]] = field(default_factory=list)  # (train loss, validation loss)
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    best_valid: float = math.inf
+    patience_left: int | None = None  # evaluations without a better validation loss before early stopping
+    stopped_early: bool = False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**vars(self), "checkpoints": [c.to_dict() for c in self.checkpoints]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+        self.checkpoints = [Checkpoint.from_dict(c) for c in state["checkpoints"]]
 
 
 class LabelledLMLoss(nn.Module):
@@ -205,9 +230,61 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def accelerator_and_precision(config: TrainConfig) -> tuple[Accelerator, Precision]:
+    """accelerate (one process here, several under `accelerate launch`) and the fastest precision for its device."""
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no")
+    precision = best_precision(accelerator.device, config.precision, config.attention,
+                               frozen_base=config.adapter != "full")
+    return accelerator, precision
+
+
+def prepare_training(
+    config: TrainConfig, accelerator: Accelerator, precision: Precision, total_steps: int
+) -> tuple[nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """The loss module around the model and its adapter, AdamW and the linear warm-up schedule, for `train_step`.
+
+    The schedule stays out of `accelerator.prepare`: over N processes accelerate would step it N times a step,
+    and `total_steps` already counts steps per process.
+    """
+    from transformers import get_linear_schedule_with_warmup
+
+    model = prepare_model(config, accelerator.device, precision)
+    optimizer = make_optimizer(model, config)
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, num_warmup_steps=int(config.warmup_ratio * total_steps), num_training_steps=total_steps
+    )
+    loss_module, optimizer = accelerator.prepare(LabelledLMLoss(model), optimizer)
+    return loss_module, optimizer, scheduler
+
+
 # ---------------------------------------------------------------------------------------------------------
-# Evaluation and bookkeeping
+# One training step, evaluation
 # ---------------------------------------------------------------------------------------------------------
+
+
+def train_step(
+    accelerator: Accelerator,
+    loss_module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    batch: dict[str, torch.Tensor],
+    precision: Precision,
+    max_grad_norm: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimisation step on a batch: forward under autocast, backward through accelerate (which averages
+    the gradients of several processes), clip, step the optimizer and the schedule, clear the gradients.
+
+    Returns the mean loss per trained token, how many trained tokens were predicted right, and how many there were.
+    """
+    with autocast(accelerator.device, precision, loss_module):
+        loss_sum, correct, count = loss_module(**batch)
+    loss = loss_sum / count
+    accelerator.backward(loss)
+    accelerator.clip_grad_norm_(loss_module.parameters(), max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach(), correct, count
 
 
 @torch.no_grad()
@@ -242,6 +319,11 @@ def autocast(device: torch.device, precision: Precision, model: nn.Module) -> It
 
     with torch.autocast(device.type, dtype=precision.autocast), disable_input_dtype_casting(model):
         yield
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Bookkeeping
+# ---------------------------------------------------------------------------------------------------------
 
 
 def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -299,25 +381,47 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     return info
 
 
-def save_checkpoint(model: nn.Module, tokenizer, folder: Path, state: dict[str, Any] | None) -> None:
-    """Write the adapter (or full model), the tokenizer and, for resuming, the trainer state; atomically."""
+def save_checkpoint(
+    accelerator: Accelerator, model: nn.Module, tokenizer, folder: Path, resumable: bool
+) -> None:
+    """Write the adapter (or full model) and the tokenizer and, if `resumable`, accelerate's state in resume/:
+    optimizer, schedule, every process's RNG and the loop's state. Atomically: a crash leaves no half folder."""
     tmp = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if state is not None:
-        torch.save(state, tmp / STATE_FILE)
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    accelerator.wait_for_everyone()
+    if resumable:
+        accelerator.save_state(tmp / RESUME_DIR)  # every process writes its own RNG state
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
 
 
 def last_checkpoint(output_dir: Path) -> Path | None:
     """The newest complete per-epoch checkpoint that can be resumed from."""
     found = sorted(
-        (p for p in output_dir.glob("checkpoint-epoch-*") if (p / STATE_FILE).exists()),
+        (p for p in output_dir.glob("checkpoint-epoch-*") if (p / RESUME_DIR).is_dir()),
         key=lambda p: int(p.name.rsplit("-", 1)[1]),
     )
     return found[-1] if found else None
+
+
+def load_trainable_weights(model: nn.Module, folder: Path, config: TrainConfig) -> None:
+    """Put a checkpoint's weights back into the model being trained (adapter weights, or all for full)."""
+    from safetensors.torch import load_file
+
+    if config.adapter == "full":
+        state = {}
+        for shard in folder.glob("*.safetensors"):
+            state.update(load_file(shard))
+        model.load_state_dict(state, strict=False)
+        return
+    from peft import set_peft_model_state_dict
+
+    set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"))
 
 
 def new_run_dir() -> Path:
@@ -342,9 +446,6 @@ def train(
     progress: bool = True,
 ) -> TrainResult:
     """Fine-tune `config.model` on a chat JSONL file and write a run folder; see the module docstring."""
-    from accelerate import Accelerator
-    from transformers import get_linear_schedule_with_warmup
-
     emit = on_event or (lambda event: None)
     train_file = Path(train_file)
     validation_file = Path(validation_file) if validation_file else None
@@ -363,9 +464,8 @@ def train(
 
     # 2. Resolve "auto" and write down every setting before any compute is spent.
     config = config.resolve(len(train_examples))
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no")
-    device = accelerator.device if torch.cuda.is_available() else default_device()
-    precision = best_precision(device, config.precision, config.attention, frozen_base=config.adapter != "full")
+    accelerator, precision = accelerator_and_precision(config)
+    device = accelerator.device
     steps_per_epoch = math.ceil(len(train_items) / config.batch_size / accelerator.num_processes)
     total_steps = steps_per_epoch * int(config.n_epochs)
     dataset_sha256 = {"train": file_sha256(train_file)}
@@ -395,48 +495,39 @@ def train(
                     f"{config.n_epochs} epochs ({total_steps} steps, batch size {config.batch_size}, "
                     f"learning rate {config.learning_rate:.2e})", {"total_steps": total_steps}))
 
-    # 3. Model, adapter, optimizer, schedule.
+    # 3. Model, adapter, optimizer, schedule, and what a checkpoint keeps to resume from: accelerate saves the
+    #    optimizer and every process's RNG; the schedule and the loop's own state are registered with it. The
+    #    weights accelerate would add are the checkpoint's own adapter (or full model) beside its state, so its
+    #    hooks leave them out: a LoRA checkpoint stays adapter-sized instead of carrying the frozen base.
     seed_everything(config.seed)
-    model = prepare_model(config, device, precision)
-    optimizer = make_optimizer(model, config)
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer, num_warmup_steps=int(config.warmup_ratio * total_steps), num_training_steps=total_steps
-    )
-    loss_module = LabelledLMLoss(model)
-    loss_module, optimizer = accelerator.prepare(loss_module, optimizer)
+    loss_module, optimizer, scheduler = prepare_training(config, accelerator, precision, total_steps)
+    model = accelerator.unwrap_model(loss_module).model
+    loop = LoopState(patience_left=config.early_stopping_patience)
+    accelerator.register_for_checkpointing(scheduler, loop)
+    accelerator.register_save_state_pre_hook(lambda models, weights, output_dir: weights.clear())
+    accelerator.register_load_state_pre_hook(lambda models, input_dir: models.clear())
     pad_id = tokenizer.pad_token_id
 
     # 4. Resume from the last complete epoch, if asked and there is one.
-    rows: list[dict[str, Any]] = []
-    checkpoints: list[Checkpoint] = []
-    evals: list[tuple[float, float]] = []
-    start_epoch, step, trained_tokens = 0, 0, 0
     resumed_from = last_checkpoint(output_dir) if resume else None
     if resumed_from is not None:
-        state = torch.load(resumed_from / STATE_FILE, weights_only=False)
         load_trainable_weights(model, resumed_from, config)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        rows, evals, trained_tokens = state["rows"], state["evals"], state["trained_tokens"]
-        start_epoch, step = state["epoch"], state["step"]
-        checkpoints = [Checkpoint.from_dict(c) for c in state["checkpoints"]]
-        random.setstate(state["rng"]["python"])
-        np.random.set_state(state["rng"]["numpy"])
-        torch.set_rng_state(state["rng"]["torch"])
-        emit(TrainEvent("message", f"Resumed from {resumed_from.name} at step {step}/{total_steps}"))
+        accelerator.load_state(resumed_from / RESUME_DIR)
+        emit(TrainEvent("message", f"Resumed from {resumed_from.name} at step {loop.step}/{total_steps}"))
 
     # 5. The loop.
     lengths = [len(item.input_ids) for item in train_items]
-    best_valid, patience_left, stopped_early, status = math.inf, config.early_stopping_patience, False, "succeeded"
+    status = "succeeded"
     bar = None
     if progress and accelerator.is_main_process:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total_steps, initial=step, desc="training", unit="step", dynamic_ncols=True)
+        bar = tqdm(total=total_steps, initial=loop.step, desc="training", unit="step", dynamic_ncols=True)
     loss_module.train()
     started, tokens_seen = time.perf_counter(), 0
     eval_every = None if config.eval_every == "epoch" else int(config.eval_every)
-    for epoch in range(start_epoch, int(config.n_epochs)):
+    last_epoch = loop.epoch if loop.stopped_early else int(config.n_epochs)  # a run that stopped early stays so
+    for epoch in range(loop.epoch, last_epoch):
         batches = length_grouped_batches(lengths, int(config.batch_size), config.seed, epoch)
         batches = batches[accelerator.process_index :: accelerator.num_processes]
         for batch_indices in batches:
@@ -444,36 +535,31 @@ def train(
                 status = "cancelled"
                 break
             batch = collate([train_items[i] for i in batch_indices], pad_id, device)
-            with autocast(device, precision, loss_module):
-                loss_sum, correct, count = loss_module(**batch)
-            loss = loss_sum / count
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(loss_module.parameters(), config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            trained_tokens += int(count.item())
+            loss, correct, count = train_step(
+                accelerator, loss_module, optimizer, scheduler, batch, precision, config.max_grad_norm
+            )
+            loop.step += 1
+            loop.trained_tokens += int(count.item())
             tokens_seen += int(batch["attention_mask"].sum().item())
-            row = {"step": step, "train_loss": round(loss.item(), 6),
+            row = {"step": loop.step, "train_loss": round(loss.item(), 6),
                    "train_mean_token_accuracy": round((correct / count).item(), 6),
                    "valid_loss": None, "valid_mean_token_accuracy": None}
             end_of_epoch = batch_indices is batches[-1]
-            if valid_items and (end_of_epoch if eval_every is None else step % eval_every == 0 or end_of_epoch):
+            if valid_items and (end_of_epoch if eval_every is None else loop.step % eval_every == 0 or end_of_epoch):
                 valid_loss, valid_acc = evaluate_loss(
                     loss_module, valid_items, int(config.batch_size), pad_id, device, precision
                 )
                 row["valid_loss"], row["valid_mean_token_accuracy"] = round(valid_loss, 6), round(valid_acc, 6)
-                evals.append((row["train_loss"], valid_loss))
-                if overfitting(evals):
-                    emit(TrainEvent("warning", f"Step {step}: validation loss rose for two evaluations in a row "
-                                    "while training loss fell — the model may be overfitting"))
-                if valid_loss < best_valid:
-                    best_valid, patience_left = valid_loss, config.early_stopping_patience
-                elif patience_left is not None:
-                    patience_left -= 1
-            rows.append(row)
-            message = f"Step {step}/{total_steps}: training loss={row['train_loss']:.4f}"
+                loop.evals.append((row["train_loss"], valid_loss))
+                if overfitting(loop.evals):
+                    emit(TrainEvent("warning", f"Step {loop.step}: validation loss rose for two evaluations in a "
+                                    "row while training loss fell — the model may be overfitting"))
+                if valid_loss < loop.best_valid:
+                    loop.best_valid, loop.patience_left = valid_loss, config.early_stopping_patience
+                elif loop.patience_left is not None:
+                    loop.patience_left -= 1
+            loop.rows.append(row)
+            message = f"Step {loop.step}/{total_steps}: training loss={row['train_loss']:.4f}"
             if row["valid_loss"] is not None:
                 message += f", validation loss={row['valid_loss']:.4f}"
             emit(TrainEvent("metrics", message, {**row, "total_steps": total_steps, "epoch": epoch + 1}))
@@ -481,36 +567,30 @@ def train(
                 elapsed = time.perf_counter() - started
                 bar.set_postfix(loss=f"{row['train_loss']:.3f}", tok_s=f"{tokens_seen / elapsed:.0f}")
                 bar.update(1)
-            if patience_left is not None and patience_left <= 0:
-                stopped_early = True
+            if loop.patience_left is not None and loop.patience_left <= 0:
+                loop.stopped_early = True
                 break
         if status == "cancelled":
             break
 
-        # 6. A checkpoint per epoch (adapter + the state to resume from; only the newest keeps the optimizer).
+        # 6. A checkpoint per epoch: the adapter, and in resume/ the state to go on from (the newest one only).
+        folder = output_dir / f"checkpoint-epoch-{epoch + 1}"
+        last_eval = next((r for r in reversed(loop.rows) if r["valid_loss"] is not None), None)
+        metrics = {"step": loop.step, "train_loss": loop.rows[-1]["train_loss"],
+                   "valid_loss": last_eval["valid_loss"] if last_eval else None,
+                   "valid_mean_token_accuracy": last_eval["valid_mean_token_accuracy"] if last_eval else None}
+        loop.epoch = epoch + 1
+        loop.checkpoints.append(Checkpoint(loop.step, epoch + 1, folder, metrics))
+        save_checkpoint(accelerator, model, tokenizer, folder, resumable=True)
         if accelerator.is_main_process:
-            folder = output_dir / f"checkpoint-epoch-{epoch + 1}"
-            last_eval = next((r for r in reversed(rows) if r["valid_loss"] is not None), None)
-            metrics = {"step": step, "train_loss": rows[-1]["train_loss"],
-                       "valid_loss": last_eval["valid_loss"] if last_eval else None,
-                       "valid_mean_token_accuracy": last_eval["valid_mean_token_accuracy"] if last_eval else None}
-            checkpoints.append(Checkpoint(step, epoch + 1, folder, metrics))
-            state = {
-                "epoch": epoch + 1, "step": step, "rows": rows, "evals": evals, "trained_tokens": trained_tokens,
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "checkpoints": [c.to_dict() for c in checkpoints],
-                "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
-                        "torch": torch.get_rng_state()},
-            }
-            save_checkpoint(accelerator.unwrap_model(loss_module).model, tokenizer, folder, state)
-            for older in checkpoints[:-1]:
-                (older.path / STATE_FILE).unlink(missing_ok=True)
-            write_metrics(output_dir / "metrics.csv", rows)
-            emit(TrainEvent("checkpoint", f"Checkpoint saved at step {step} (epoch {epoch + 1})",
-                            {"step": step, "epoch": epoch + 1, "path": str(folder), "metrics": metrics}))
-        if stopped_early:
-            emit(TrainEvent("message", f"Early stopping at step {step}: validation loss has not improved for "
-                            f"{config.early_stopping_patience} evaluations"))
+            for older in loop.checkpoints[:-1]:
+                shutil.rmtree(older.path / RESUME_DIR, ignore_errors=True)
+            write_metrics(output_dir / "metrics.csv", loop.rows)
+            emit(TrainEvent("checkpoint", f"Checkpoint saved at step {loop.step} (epoch {epoch + 1})",
+                            {"step": loop.step, "epoch": epoch + 1, "path": str(folder), "metrics": metrics}))
+        if loop.stopped_early:
+            emit(TrainEvent("message", f"Early stopping at step {loop.step}: validation loss has not improved "
+                            f"for {config.early_stopping_patience} evaluations"))
             break
     if bar is not None:
         bar.close()
@@ -518,16 +598,17 @@ def train(
     # 7. Final weights, metrics, plot, summary.
     final_dir = output_dir / "final"
     metrics_csv = output_dir / "metrics.csv"
+    checkpoints = loop.checkpoints
     best = min((c for c in checkpoints if c.metrics.get("valid_loss") is not None),
                key=lambda c: c.metrics["valid_loss"], default=None)
+    save_checkpoint(accelerator, model, tokenizer, final_dir, resumable=False)
     if accelerator.is_main_process:
-        save_checkpoint(accelerator.unwrap_model(loss_module).model, tokenizer, final_dir, None)
-        write_metrics(metrics_csv, rows)
-        if rows:
-            plot_losses(rows, output_dir / "loss.png", f"{config.model} · {config.adapter} · {output_dir.name}")
+        write_metrics(metrics_csv, loop.rows)
+        if loop.rows:
+            plot_losses(loop.rows, output_dir / "loss.png", f"{config.model} · {config.adapter} · {output_dir.name}")
         record.update({
-            "status": status, "finished_at": datetime.now(UTC).isoformat(), "trained_tokens": trained_tokens,
-            "steps_done": step, "stopped_early": stopped_early,
+            "status": status, "finished_at": datetime.now(UTC).isoformat(), "trained_tokens": loop.trained_tokens,
+            "steps_done": loop.step, "stopped_early": loop.stopped_early,
             "best_checkpoint": str(best.path) if best else None,
             "checkpoints": [c.to_dict() for c in checkpoints],
         })
@@ -536,50 +617,36 @@ def train(
                     else "The job was cancelled", {"status": status}))
     return TrainResult(
         output_dir=output_dir, config=config, dataset_sha256=dataset_sha256, checkpoints=checkpoints,
-        final_dir=final_dir, metrics_csv=metrics_csv, trained_tokens=trained_tokens, status=status,
-        best_checkpoint=best, stopped_early=stopped_early,
+        final_dir=final_dir, metrics_csv=metrics_csv, trained_tokens=loop.trained_tokens, status=status,
+        best_checkpoint=best, stopped_early=loop.stopped_early,
     )
 
 
-def load_trainable_weights(model: nn.Module, folder: Path, config: TrainConfig) -> None:
-    """Put a checkpoint's weights back into the model being trained (adapter weights, or all for full)."""
-    if config.adapter == "full":
-        from safetensors.torch import load_file
-
-        state = {}
-        for shard in folder.glob("*.safetensors"):
-            state.update(load_file(shard))
-        model.load_state_dict(state, strict=False)
-        return
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"))
+# ---------------------------------------------------------------------------------------------------------
+# Calibration: the recipe's speed on this machine
+# ---------------------------------------------------------------------------------------------------------
 
 
 def measure_throughput(model: str, examples: list[ChatExample], batch_size: int = 8, steps: int = 4,
                        adapter: str = "lora", precision: str = "auto") -> float:
-    """Training tokens per second of this recipe on this machine (a short calibration run, first step unmeasured)."""
+    """Training tokens per second of this recipe on this machine: `train_step` on batches of `examples` as the
+    recipe makes them, the first step (warm-up) unmeasured."""
     config = TrainConfig(model=model, adapter=adapter, batch_size=batch_size, precision=precision)
+    config = config.resolve(len(examples))
     set_threads()
     tokenizer = load_tokenizer(model)
     items = [tokenize_example(tokenizer, e, config.max_length) for e in examples]
-    device = default_device()
-    settings = best_precision(device, config.precision, config.attention, frozen_base=adapter != "full")
+    accelerator, settings = accelerator_and_precision(config)
     seed_everything(0)
-    loss_module = LabelledLMLoss(prepare_model(config, device, settings)).train()
-    optimizer = make_optimizer(loss_module.model, config.resolve(len(items)))
+    loss_module, optimizer, scheduler = prepare_training(config, accelerator, settings, total_steps=steps + 1)
+    loss_module.train()
     batches = length_grouped_batches([len(i.input_ids) for i in items], batch_size, 0, 0)
     tokens, elapsed = 0, 0.0
     for n in range(steps + 1):
-        batch = collate([items[i] for i in batches[n % len(batches)]], tokenizer.pad_token_id, device)
+        batch = collate([items[i] for i in batches[n % len(batches)]], tokenizer.pad_token_id, accelerator.device)
         start = time.perf_counter()
-        with autocast(device, settings, loss_module):
-            loss_sum, _, count = loss_module(**batch)
-        (loss_sum / count).backward()
-        torch.nn.utils.clip_grad_norm_(loss_module.parameters(), config.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        loss, _, _ = train_step(accelerator, loss_module, optimizer, scheduler, batch, settings, config.max_grad_norm)
+        loss.item()  # wait for the step to finish, as the recipe does when it logs the loss
         if n > 0:
             elapsed += time.perf_counter() - start
             tokens += int(batch["attention_mask"].sum())
