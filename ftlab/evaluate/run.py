@@ -154,14 +154,14 @@ def generate_outputs(model, conversations: list[list[dict[str, Any]]], reference
     if options.decode == "constrained" and remote:
         kwargs["extra_body"] = {"labels": list(options.labels)}  # the label-set extension of `ftlab serve`
     elif options.decode == "constrained":
-        kwargs["logits_processor"] = constrained.constrained_labels_processor(model.tokenizer, options.labels)
+        kwargs["constraint"] = constrained.label_constraint(model.tokenizer, options.labels)
         kwargs["max_new_tokens"] = constrained.max_label_tokens(model.tokenizer, options.labels)
     elif options.json_schema is not None:
         if remote:
             kwargs["extra_body"] = {"response_format": {"type": "json_schema", "json_schema": {
                 "name": "output", "schema": options.json_schema, "strict": True}}}
         else:
-            kwargs["logits_processor"] = constrained.json_schema_processor(
+            kwargs["constraint"] = constrained.json_schema_constraint(
                 model.tokenizer, options.json_schema, vocab_size=model.model.config.vocab_size)
     completions = model.generate(conversations, **kwargs)
     rows = [{"output": c.text, "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,

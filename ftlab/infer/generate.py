@@ -11,13 +11,16 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria, TextIteratorStreamer
+from transformers import GenerationConfig, StoppingCriteria, TextIteratorStreamer
 
 from ftlab.data.schema import template_messages
 from ftlab.models import Precision, best_precision, cpu_has_bf16, default_device, load_model, load_tokenizer
+
+if TYPE_CHECKING:
+    from ftlab.infer.constrained import Constraint
 
 
 @dataclass
@@ -43,13 +46,6 @@ class StopOnStrings(StoppingCriteria):
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
         texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_width :], skip_special_tokens=True)
         return torch.tensor([any(stop in text for stop in self.stops) for text in texts], device=input_ids.device)
-
-
-def as_processor_list(processor: Any) -> LogitsProcessorList | None:
-    """transformers wants a LogitsProcessorList; callers may pass one processor."""
-    if processor is None or isinstance(processor, LogitsProcessorList):
-        return processor
-    return LogitsProcessorList([processor])
 
 
 def inference_precision(device: torch.device) -> Precision:
@@ -117,12 +113,13 @@ class ChatModel:
         top_p: float = 1.0,
         stop: list[str] | None = None,
         seed: int | None = None,
-        logits_processor: Any = None,
+        constraint: Constraint | None = None,
         batch_size: int = 8,
     ) -> list[Completion]:
         """One completion per conversation (greedy unless temperature > 0), in the input order.
 
-        Conversations are batched by prompt length so little work goes to padding.
+        Conversations are batched by prompt length so little work goes to padding. `constraint` (from
+        `ftlab.infer.constrained`) holds every reply to a label set or a JSON schema.
         """
         if seed is not None:
             torch.manual_seed(seed)
@@ -133,13 +130,13 @@ class ChatModel:
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             for index, completion in zip(
-                batch, self._generate_batch([prompts[i] for i in batch], config, stop, logits_processor), strict=True
+                batch, self._generate_batch([prompts[i] for i in batch], config, stop, constraint), strict=True
             ):
                 results[index] = completion
         return [r for r in results if r is not None]
 
     def _generate_batch(
-        self, prompts: list[list[int]], config: GenerationConfig, stop: list[str] | None, logits_processor: Any
+        self, prompts: list[list[int]], config: GenerationConfig, stop: list[str] | None, constraint: Constraint | None
     ):
         width = max(len(p) for p in prompts)
         pad = self.tokenizer.pad_token_id
@@ -149,8 +146,8 @@ class ChatModel:
             input_ids=input_ids,
             attention_mask=attention,
             generation_config=config,
-            logits_processor=as_processor_list(logits_processor),
             stopping_criteria=[StopOnStrings(self.tokenizer, stop, width)] if stop else None,
+            **(constraint.generate_kwargs(width) if constraint else {}),
         )
         for prompt, row in zip(prompts, output[:, width:].tolist(), strict=True):
             yield self._completion(prompt, row, stop)
@@ -180,7 +177,7 @@ class ChatModel:
         top_p: float = 1.0,
         stop: list[str] | None = None,
         seed: int | None = None,
-        logits_processor: Any = None,
+        constraint: Constraint | None = None,
     ) -> Iterator[str]:
         """Text deltas of one reply as they are generated (for server-sent events)."""
         if seed is not None:
@@ -188,8 +185,8 @@ class ChatModel:
         prompt = self.prompt_ids(messages)
         config = self._generation_config(max_new_tokens, temperature, top_p)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        processors = as_processor_list(logits_processor)
         inputs = torch.tensor([prompt], device=self.device)
+        constrain = constraint.generate_kwargs(inputs.shape[1]) if constraint else {}
 
         def run() -> None:
             with torch.inference_mode():
@@ -197,9 +194,9 @@ class ChatModel:
                     input_ids=inputs,
                     attention_mask=torch.ones_like(inputs),
                     generation_config=config,
-                    logits_processor=processors,
                     stopping_criteria=[StopOnStrings(self.tokenizer, stop, inputs.shape[1])] if stop else None,
                     streamer=streamer,
+                    **constrain,
                 )
 
         thread = threading.Thread(target=run, daemon=True)

@@ -89,17 +89,17 @@ class Prepared:
 
 
 def _constrain(model: ChatModel, body: ChatCompletionCreate, options: dict) -> dict:
-    """Add the logits processor that `labels` or `response_format` asks for."""
+    """Add the constraint that `labels` or `response_format` asks for."""
     from ftlab.infer import constrained
 
     if body.labels:
-        options["logits_processor"] = constrained.constrained_labels_processor(model.tokenizer, body.labels)
+        options["constraint"] = constrained.label_constraint(model.tokenizer, body.labels)
         options["max_new_tokens"] = constrained.max_label_tokens(model.tokenizer, body.labels)
         return options
     schema = _schema(body)
     if schema is not None:
         try:
-            options["logits_processor"] = constrained.json_schema_processor(
+            options["constraint"] = constrained.json_schema_constraint(
                 model.tokenizer, schema, vocab_size=model.model.config.vocab_size
             )
         except ValueError as exc:

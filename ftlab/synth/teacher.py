@@ -128,18 +128,18 @@ class LocalTeacher:
         temperature: float = 0.0,
         choices: list[str] | None = None,
     ) -> list[Reply]:
-        processor = None
+        constraint = None
         if choices:
-            from ftlab.infer.constrained import constrained_labels_processor, max_label_tokens
+            from ftlab.infer.constrained import label_constraint, max_label_tokens
 
-            processor = constrained_labels_processor(self.model.tokenizer, choices)
+            constraint = label_constraint(self.model.tokenizer, choices)
             max_tokens = max_label_tokens(self.model.tokenizer, choices)
         completions = self.model.generate(
             conversations,
             max_new_tokens=max_tokens,
             temperature=temperature,
             seed=0,
-            logits_processor=processor,
+            constraint=constraint,
             batch_size=self.batch_size,
         )
         return [Reply(c.text, c.prompt_tokens, c.completion_tokens, c.finish_reason) for c in completions]
