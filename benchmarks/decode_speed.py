@@ -15,10 +15,9 @@ import time
 import unicodedata
 
 import torch
-from transformers import LogitsProcessor
 
 from ftlab.config import BUNDLED_MODEL
-from ftlab.infer.constrained import constrained_labels_processor, label_token_ids, max_label_tokens, rank_labels
+from ftlab.infer.constrained import LabelConstraint, label_constraint, label_token_ids, max_label_tokens, rank_labels
 from ftlab.infer.generate import ChatModel
 from ftlab.models import set_threads
 
@@ -47,18 +46,20 @@ def conversations(n: int) -> list[list[dict[str, str]]]:
             for i in range(n)]
 
 
-class Timed(LogitsProcessor):
-    """Wraps a logits processor and adds up the time spent inside it (its own cost, apart from the model's)."""
+class Timed(LabelConstraint):
+    """The label constraint, adding up the time spent in its per-row step function (its own cost, apart from the
+    model's and from transformers' masking)."""
 
-    def __init__(self, inner: LogitsProcessor) -> None:
-        self.inner, self.seconds, self.calls = inner, 0.0, 0
+    def __init__(self, inner: LabelConstraint) -> None:
+        super().__init__(inner.trie, inner.eos)
+        self.seconds, self.calls = 0.0, 0
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+    def allowed_tokens(self, prompt_width: int, batch_id: int, input_ids: torch.Tensor) -> list[int]:
         started = time.perf_counter()
-        scores = self.inner(input_ids, scores)
+        tokens = super().allowed_tokens(prompt_width, batch_id, input_ids)
         self.seconds += time.perf_counter() - started
         self.calls += 1
-        return scores
+        return tokens
 
 
 def log(message: str) -> None:
@@ -90,15 +91,15 @@ def main() -> None:
 
     log(f"  {free_s:.1f} s; timing constrained generation …")
     started = time.perf_counter()
-    processor = Timed(constrained_labels_processor(tokenizer, labels))
+    constraint = Timed(label_constraint(tokenizer, labels))
     build_s = time.perf_counter() - started
     started = time.perf_counter()
     constrained = model.generate(convs, max_new_tokens=max_label_tokens(tokenizer, labels), batch_size=args.batch_size,
-                                 logits_processor=processor)
+                                 constraint=constraint)
     constrained_s = time.perf_counter() - started
 
     log(f"  {constrained_s:.1f} s; timing free generation with the constrained budget …")
-    # The same budget without the processor: what the trie itself costs per step.
+    # The same budget without the constraint: what the trie itself costs per step.
     started = time.perf_counter()
     model.generate(convs, max_new_tokens=max_label_tokens(tokenizer, labels), batch_size=args.batch_size)
     short_free_s = time.perf_counter() - started
@@ -120,9 +121,9 @@ def main() -> None:
           f"{constrained_s / max(1, constrained_tokens) * 1000:6.1f} ms/token  "
           f"({constrained_tokens / n:.1f} tokens/example; valid labels {valid_constrained}/{n}; "
           f"trie built in {build_s:.2f} s)")
-    print(f"label-trie processor itself: {processor.seconds / max(1, processor.calls) * 1000:.1f} ms per step "
-          f"(batch {args.batch_size}), {processor.seconds / constrained_s:.1%} of constrained generation")
-    print(f"same budget, no processor {short_free_s / n:7.3f} s/example")
+    print(f"label-trie walk itself: {constraint.seconds / max(1, constraint.calls) * 1e6:.0f} µs per row and step, "
+          f"{constraint.seconds / constrained_s:.1%} of constrained generation")
+    print(f"same budget, unconstrained {short_free_s / n:7.3f} s/example")
     print(f"rank         {rank_s / args.rank_examples:7.3f} s/example  (all {len(labels)} labels scored)")
     per_token = (constrained_s / max(1, constrained_tokens)) / (free_s / max(1, free_tokens))
     print(f"constrained / free: {constrained_s / free_s:.2f}× per example (goal < 1.5×); per token {per_token:.2f}×")

@@ -10,7 +10,7 @@ import torch
 
 from ftlab.infer.constrained import (
     LabelTrie,
-    constrained_labels_processor,
+    label_constraint,
     label_token_ids,
     max_label_tokens,
     nearest_labels,
@@ -60,11 +60,11 @@ def test_trie_shares_prefixes_and_keeps_labels_that_are_prefixes_of_others(chat_
 @pytest.mark.parametrize("temperature", [0.0, 1.5])
 def test_constrained_decoder_never_leaves_the_label_set(chat_model, temperature):
     labels = emoji_and_japanese_labels()
-    processor = constrained_labels_processor(chat_model.tokenizer, labels)
+    constraint = label_constraint(chat_model.tokenizer, labels)  # one constraint for every batch and call
     outputs = []
     for seed in range(2 if temperature else 1):
         outputs += chat_model.generate(CONVERSATIONS, max_new_tokens=max_label_tokens(chat_model.tokenizer, labels),
-                                       temperature=temperature, seed=seed, logits_processor=processor, batch_size=3)
+                                       temperature=temperature, seed=seed, constraint=constraint, batch_size=3)
     assert all(o.text in labels and o.finish_reason == "stop" for o in outputs), [o.text for o in outputs]
     if temperature:
         assert len({o.text for o in outputs}) > 5  # sampling explores the trie, not one path
@@ -119,14 +119,14 @@ def test_nearest_label_by_embedding():
 
 def test_json_schema_decoding_gives_valid_documents(chat_model):
     pytest.importorskip("xgrammar")
-    from ftlab.infer.constrained import json_schema_processor
+    from ftlab.infer.constrained import json_schema_constraint
 
     schema = {"type": "object", "additionalProperties": False, "required": ["name", "count", "tags"],
               "properties": {"name": {"type": "string", "maxLength": 10}, "count": {"type": "integer"},
                              "tags": {"type": "array", "maxItems": 3, "items": {"enum": ["a", "b", "日本"]}}}}
-    processor = json_schema_processor(chat_model.tokenizer, schema, vocab_size=chat_model.model.config.vocab_size)
+    constraint = json_schema_constraint(chat_model.tokenizer, schema, vocab_size=chat_model.model.config.vocab_size)
     outputs = chat_model.generate(CONVERSATIONS[:4], max_new_tokens=48, temperature=1.0, seed=0,
-                                  logits_processor=processor, batch_size=4)
+                                  constraint=constraint, batch_size=4)
     finished = [o for o in outputs if o.finish_reason == "stop"]
     assert len(finished) >= 2
     for output in finished:
@@ -135,4 +135,35 @@ def test_json_schema_decoding_gives_valid_documents(chat_model):
         assert isinstance(value["name"], str) and len(value["name"]) <= 10 and isinstance(value["count"], int)
         assert len(value["tags"]) <= 3 and set(value["tags"]) <= {"a", "b", "日本"}
     with pytest.raises(ValueError, match="cannot be compiled"):
-        json_schema_processor(chat_model.tokenizer, {"type": "nonsense"})
+        json_schema_constraint(chat_model.tokenizer, {"type": "nonsense"})
+
+
+def test_json_schema_rows_ended_by_a_stop_string_leave_the_others_constrained(chat_model):
+    """A stop string can end one row of a batch while the others go on; transformers then feeds that row padding,
+    which the grammar refuses. That row leaves the mask and the others stay held to the schema."""
+    pytest.importorskip("xgrammar")
+    from ftlab.infer.constrained import json_schema_constraint
+
+    tokenizer, vocab = chat_model.tokenizer, chat_model.model.config.vocab_size
+    schema = {"type": "object", "required": ["a"], "properties": {"a": {"type": "integer"}},
+              "additionalProperties": False}
+    (processor,) = json_schema_constraint(tokenizer, schema, vocab_size=vocab).generate_kwargs(3)["logits_processor"]
+    brace, quote = (tokenizer.convert_tokens_to_ids(t) for t in ("{", '"'))
+    ids = torch.zeros((2, 3), dtype=torch.long)  # two prompts of width 3
+
+    def step(*tokens: int) -> torch.Tensor:
+        nonlocal ids
+        if tokens:
+            ids = torch.cat([ids, torch.tensor([[t] for t in tokens])], dim=1)
+        return processor(ids, torch.zeros((2, vocab)))
+
+    def allowed(row_scores: torch.Tensor) -> list[str]:
+        return [tokenizer.decode([t]) for t in torch.nonzero(torch.isfinite(row_scores))[:, 0].tolist()]
+
+    first = step()
+    assert all(allowed(first[row]) and all(t.startswith("{") for t in allowed(first[row])) for row in (0, 1))
+    step(brace, brace)
+    scores = step(tokenizer.pad_token_id, quote)  # row 0: a stop string ended it, padding follows; row 1 goes on
+    assert torch.isfinite(scores[0]).all()  # left alone: transformers pads it anyway
+    after_quote = allowed(scores[1])
+    assert after_quote and all(t.startswith("a") for t in after_quote), after_quote  # only the key "a" may follow

@@ -1,12 +1,16 @@
 """Outputs that stay inside an allowed set: a label trie, label ranking, nearest-label fallback, JSON schemas.
 
-- `constrained_labels_processor`: a transformers logits processor that lets a model write only token sequences
-  that spell one of the allowed labels followed by end-of-turn — 100% valid labels by construction. It works on
-  token ids, so multi-byte labels (emoji, Japanese) whose bytes span several tokens are handled like any other.
+- `label_constraint`: lets a model write only token sequences that spell one of the allowed labels followed by
+  end-of-turn — 100% valid labels by construction — through transformers' `prefix_allowed_tokens_fn` walking a
+  token trie. It works on token ids, so multi-byte labels (emoji, Japanese) whose bytes span several tokens are
+  handled like any other.
 - `rank_labels`: the log-likelihood of every label (with its end-of-turn token) given the prompt; the best wins.
 - `nearest_labels`: map free-form outputs to the closest label by embedding cosine (bundled MiniLM).
-- `json_schema_processor`: generation constrained to a JSON schema, through xgrammar's grammar engine.
-Both processors accept being passed to several `generate` calls (ChatModel reuses one across its batches).
+- `json_schema_constraint`: generation constrained to a JSON schema, through xgrammar's grammar engine.
+
+A constraint is built once per request (the trie or the compiled grammar) and is stateless; its
+`generate_kwargs(prompt_width)` gives the arguments of ONE `generate` call (one batch), so per-row state lives
+exactly as long as the batch it follows.
 
 Labels are tokenised on their own (`tokenizer.encode(label, add_special_tokens=False)`), which is how a chat
 template renders an assistant turn that starts with the label; the end-of-turn token is the tokenizer's eos.
@@ -15,10 +19,12 @@ template renders an assistant turn that starts with the label; the end-of-turn t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
-from transformers import LogitsProcessor
+from transformers import LogitsProcessor, LogitsProcessorList
 
 
 def read_schema(path: str | Path) -> dict:
@@ -76,96 +82,67 @@ class LabelTrie:
                     self.children[node][token] = nxt
                     self.children.append({})
                 node = nxt
-        self._allowed: dict[int, torch.Tensor] = {}
+        self._allowed: dict[int, list[int]] = {}
 
     def step(self, node: int, token: int) -> int | None:
         """The node after `token`, or None when the sequence leaves the trie."""
         return self.children[node].get(token)
 
-    def allowed(self, node: int) -> torch.Tensor:
-        """Token ids that may follow `node` (cached as a tensor)."""
-        tensor = self._allowed.get(node)
-        if tensor is None:
-            tensor = torch.tensor(sorted(self.children[node]), dtype=torch.long)
-            self._allowed[node] = tensor
-        return tensor
+    def walk(self, tokens: Sequence[int]) -> int | None:
+        """The node `tokens` lead to from the root, or None when they leave the trie."""
+        node: int | None = 0
+        for token in tokens:
+            node = self.children[node].get(token)
+            if node is None:
+                return None
+        return node
+
+    def allowed(self, node: int) -> list[int]:
+        """Token ids that may follow `node` (cached)."""
+        tokens = self._allowed.get(node)
+        if tokens is None:
+            tokens = self._allowed[node] = sorted(self.children[node])
+        return tokens
 
 
-class PerGenerationProcessor(LogitsProcessor):
-    """A logits processor with per-row state that follows the tokens each row has generated.
+class Constraint(Protocol):
+    """What holds one request's decoding to an allowed set; `ChatModel` asks it for each `generate` call."""
 
-    `ChatModel.generate` passes one processor to every batch, so a new generation is detected (a different
-    batch size or prompt) and the state restarted. `prompt_len` is the (padded) prompt length; when None it is
-    taken from the first call of each generation. Subclasses say how a row starts, advances and is masked.
+    def generate_kwargs(self, prompt_width: int) -> dict[str, Any]:
+        """Keyword arguments for one `model.generate` over prompts left-padded to `prompt_width` tokens."""
+        ...
+
+
+class LabelConstraint:
+    """Every token that would leave the label trie is masked; once a label is complete only end-of-turn remains.
+
+    transformers' `PrefixConstrainedLogitsProcessor` calls `allowed_tokens` per row and step: measured as fast as
+    the hand-written processor it replaced (benchmarks/decode_speed.py, 1,364 emoji labels, batch 8: 1.03-1.07x
+    the unconstrained run with the same budget, against 1.13-1.37x before, same machine under load).
     """
 
-    def __init__(self, prompt_len: int | None = None) -> None:
-        self.fixed_prompt_len = prompt_len
-        self.prompt: torch.Tensor | None = None
-        self.seen = 0
-
-    def start(self, batch_size: int) -> None:
-        raise NotImplementedError
-
-    def advance(self, row: int, token: int) -> None:
-        raise NotImplementedError
-
-    def restrict(self, scores: torch.FloatTensor) -> torch.FloatTensor:
-        raise NotImplementedError
-
-    def _continues(self, input_ids: torch.LongTensor) -> bool:
-        if self.prompt is None or input_ids.shape[0] != self.prompt.shape[0] or input_ids.shape[1] < self.seen:
-            return False
-        return bool(torch.equal(input_ids[:, : self.prompt.shape[1]], self.prompt))
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if not self._continues(input_ids):
-            prompt_len = self.fixed_prompt_len if self.fixed_prompt_len is not None else input_ids.shape[1]
-            self.prompt = input_ids[:, :prompt_len].clone()
-            self.seen = prompt_len
-            self.start(input_ids.shape[0])
-        for position in range(self.seen, input_ids.shape[1]):  # the tokens added since the last call
-            for row in range(input_ids.shape[0]):
-                self.advance(row, int(input_ids[row, position]))
-        self.seen = input_ids.shape[1]
-        return self.restrict(scores)
-
-
-class LabelTrieProcessor(PerGenerationProcessor):
-    """Masks every token that would leave the label trie; once a label is complete only end-of-turn remains."""
-
-    def __init__(self, trie: LabelTrie, eos_token_id: int, prompt_len: int | None = None) -> None:
-        super().__init__(prompt_len)
+    def __init__(self, trie: LabelTrie, eos_token_id: int) -> None:
         self.trie = trie
         self.eos = eos_token_id
-        self.states: list[int | None] = []
 
-    def start(self, batch_size: int) -> None:
-        self.states = [0] * batch_size
+    def generate_kwargs(self, prompt_width: int) -> dict[str, Any]:
+        return {"prefix_allowed_tokens_fn": partial(self.allowed_tokens, prompt_width)}
 
-    def advance(self, row: int, token: int) -> None:
-        node = self.states[row]
-        if node is not None:
-            self.states[row] = self.trie.step(node, token)
-
-    def restrict(self, scores: torch.FloatTensor) -> torch.FloatTensor:
-        mask = torch.full_like(scores, float("-inf"))
-        for row, node in enumerate(self.states):
-            # A finished row (past its end-of-turn, now padding) may only continue with end-of-turn.
-            if node is None or not self.trie.children[node]:
-                mask[row, self.eos] = 0.0
-            else:
-                mask[row, self.trie.allowed(node).to(scores.device)] = 0.0
-        return scores + mask
+    def allowed_tokens(self, prompt_width: int, batch_id: int, input_ids: torch.Tensor) -> list[int]:
+        """The tokens that keep a row inside the trie; the row's generated tokens are `input_ids[prompt_width:]`."""
+        node = self.trie.walk(input_ids[prompt_width:].tolist())
+        # A finished row (past its end-of-turn, now padding) may only continue with end-of-turn.
+        if node is None or not self.trie.children[node]:
+            return [self.eos]
+        return self.trie.allowed(node)
 
 
-def constrained_labels_processor(tokenizer, labels: Sequence[str], prompt_len: int | None = None) -> LabelTrieProcessor:
-    """A logits processor restricting generation to exactly one of `labels` then end-of-turn.
+def label_constraint(tokenizer, labels: Sequence[str]) -> LabelConstraint:
+    """Generation restricted to exactly one of `labels` then end-of-turn.
 
-    `prompt_len`: the padded length of the prompts in the batch (None: detected at the first step).
     Give generation room for the longest label: `max_label_tokens(tokenizer, labels)` new tokens.
     """
-    return LabelTrieProcessor(LabelTrie(label_token_ids(tokenizer, labels)), end_of_turn_id(tokenizer), prompt_len)
+    return LabelConstraint(LabelTrie(label_token_ids(tokenizer, labels)), end_of_turn_id(tokenizer))
 
 
 def max_label_tokens(tokenizer, labels: Sequence[str]) -> int:
@@ -250,50 +227,53 @@ def _grammar_compiler(tokenizer, vocab_size: int):
     return _COMPILERS[key]
 
 
-class JsonSchemaProcessor(PerGenerationProcessor):
-    """Masks every token that cannot continue a JSON document valid under the schema (then end-of-turn)."""
+class JsonSchemaProcessor(LogitsProcessor):
+    """One `generate` call's grammar matchers, one per row: masks every token that cannot continue a JSON document
+    valid under the schema (then end-of-turn). Made fresh for each call, so it never mixes two generations.
 
-    def __init__(self, compiled_grammar, eos_token_id: int, prompt_len: int | None = None) -> None:
-        super().__init__(prompt_len)
+    Hand-written on xgrammar's matcher because `xgrammar.contrib.hf.LogitsProcessor` fails an assert when a stop
+    string ends one row of a batch while the others go on (transformers then feeds that row padding).
+    """
+
+    def __init__(self, compiled_grammar) -> None:
         self.grammar = compiled_grammar
-        self.eos = eos_token_id
-        self.matchers: list = []
+        self.matchers: list | None = None
         self.bitmask: torch.Tensor | None = None
 
-    def start(self, batch_size: int) -> None:
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         import xgrammar as xgr
 
-        self.matchers = [xgr.GrammarMatcher(self.grammar) for _ in range(batch_size)]
-        self.bitmask = xgr.allocate_token_bitmask(batch_size, self.grammar.tokenizer_info.vocab_size)
-
-    def advance(self, row: int, token: int) -> None:
-        matcher = self.matchers[row]
-        if matcher is not None and not matcher.is_terminated() and not matcher.accept_token(token):
-            self.matchers[row] = None  # cannot happen under the mask; a finished row's padding ends up here
-
-    def restrict(self, scores: torch.FloatTensor) -> torch.FloatTensor:
-        import xgrammar as xgr
-
-        live = []
-        for row, matcher in enumerate(self.matchers):
-            if matcher is not None and not matcher.is_terminated():
-                matcher.fill_next_token_bitmask(self.bitmask, row)
-                live.append(row)
-        masked = scores.float().cpu()
-        if live:
+        if self.matchers is None:  # the first step: nothing generated yet
+            self.matchers = [xgr.GrammarMatcher(self.grammar) for _ in range(input_ids.shape[0])]
+            self.bitmask = xgr.allocate_token_bitmask(len(self.matchers), self.grammar.tokenizer_info.vocab_size)
+        else:
+            for row, matcher in enumerate(self.matchers):
+                token = int(input_ids[row, -1])
+                if matcher is not None and not matcher.is_terminated() and not matcher.accept_token(token):
+                    self.matchers[row] = None  # a row a stop string ended: transformers pads it from now on
+        live = [row for row, m in enumerate(self.matchers) if m is not None and not m.is_terminated()]
+        for row in live:
+            self.matchers[row].fill_next_token_bitmask(self.bitmask, row)
+        if live:  # finished rows are left alone: transformers replaces their tokens with padding anyway
+            masked = scores.float().cpu()
             xgr.apply_token_bitmask_inplace(masked, self.bitmask, indices=live,
                                             vocab_size=min(masked.shape[-1], self.grammar.tokenizer_info.vocab_size))
-        for row in range(len(self.matchers)):
-            if row not in live:  # finished: only end-of-turn
-                eos_score = masked[row, self.eos].item()
-                masked[row] = float("-inf")
-                masked[row, self.eos] = eos_score
-        return masked.to(device=scores.device, dtype=scores.dtype)
+            scores = masked.to(device=scores.device, dtype=scores.dtype)
+        return scores
 
 
-def json_schema_processor(tokenizer, schema: dict | str, prompt_len: int | None = None,
-                          vocab_size: int | None = None) -> JsonSchemaProcessor:
-    """A logits processor restricting generation to JSON valid under `schema` (a dict or JSON text).
+class JsonSchemaConstraint:
+    """Generation held to a compiled JSON-schema grammar: a fresh `JsonSchemaProcessor` per `generate` call."""
+
+    def __init__(self, compiled_grammar) -> None:
+        self.grammar = compiled_grammar
+
+    def generate_kwargs(self, prompt_width: int) -> dict[str, Any]:
+        return {"logits_processor": LogitsProcessorList([JsonSchemaProcessor(self.grammar)])}
+
+
+def json_schema_constraint(tokenizer, schema: dict | str, vocab_size: int | None = None) -> JsonSchemaConstraint:
+    """Generation restricted to JSON valid under `schema` (a dict or JSON text).
 
     `vocab_size`: the model's output width when larger than the tokenizer (`model.config.vocab_size`).
     Raises ValueError for a schema xgrammar cannot compile.
@@ -306,4 +286,4 @@ def json_schema_processor(tokenizer, schema: dict | str, prompt_len: int | None 
         grammar = compiler.compile_json_schema(text, any_whitespace=False)
     except RuntimeError as exc:
         raise ValueError(f"the JSON schema cannot be compiled: {exc}") from None
-    return JsonSchemaProcessor(grammar, end_of_turn_id(tokenizer), prompt_len)
+    return JsonSchemaConstraint(grammar)

@@ -10,15 +10,18 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria, TextIteratorStreamer
+from transformers import GenerationConfig, StoppingCriteria, TextIteratorStreamer
 
 from ftlab.data.schema import template_messages
 from ftlab.infer.backend import Completion
 from ftlab.infer.refs import ModelRef
 from ftlab.models import Precision, best_precision, cpu_has_bf16, default_device, load_model, load_tokenizer
+
+if TYPE_CHECKING:
+    from ftlab.infer.constrained import Constraint
 
 
 class StopOnStrings(StoppingCriteria):
@@ -34,13 +37,6 @@ class StopOnStrings(StoppingCriteria):
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
         texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_width :], skip_special_tokens=True)
         return torch.tensor([any(stop in text for stop in self.stops) for text in texts], device=input_ids.device)
-
-
-def as_processor_list(processor: Any) -> LogitsProcessorList | None:
-    """transformers wants a LogitsProcessorList; callers may pass one processor."""
-    if processor is None or isinstance(processor, LogitsProcessorList):
-        return processor
-    return LogitsProcessorList([processor])
 
 
 def inference_precision(device: torch.device) -> Precision:
@@ -105,17 +101,17 @@ class ChatModel:
 
         return rank_labels(self.model, self.tokenizer, self.prompt_ids(messages), labels)
 
-    def _constraint(self, labels: list[str] | None, json_schema: dict[str, Any] | None) -> Any:
-        """The logits processor that holds decoding to `labels` or to `json_schema` (None for neither)."""
+    def constraint(self, labels: list[str] | None, json_schema: dict[str, Any] | None) -> Constraint | None:
+        """What holds decoding to `labels` or to `json_schema` (None for neither), built once per request."""
         from ftlab.infer import constrained
 
         if labels and json_schema is not None:
             raise ValueError("labels and a JSON schema constrain the output in two different ways: pick one")
         if labels:
-            return constrained.constrained_labels_processor(self.tokenizer, labels)
+            return constrained.label_constraint(self.tokenizer, labels)
         if json_schema is not None:
-            return constrained.json_schema_processor(self.tokenizer, json_schema,
-                                                     vocab_size=self.model.config.vocab_size)  # fmt: skip
+            return constrained.json_schema_constraint(self.tokenizer, json_schema,
+                                                      vocab_size=self.model.config.vocab_size)  # fmt: skip
         return None
 
     def _generation_config(self, max_new_tokens: int, temperature: float, top_p: float) -> GenerationConfig:
@@ -143,17 +139,17 @@ class ChatModel:
         seed: int | None = None,
         labels: list[str] | None = None,
         json_schema: dict[str, Any] | None = None,
-        logits_processor: Any = None,
+        constraint: Constraint | None = None,
         batch_size: int | None = None,
     ) -> list[Completion]:
         """One completion per conversation (greedy unless temperature > 0), in the input order.
 
-        `labels` / `json_schema` hold the reply to one label / to JSON valid under the schema; a caller with a
-        processor of its own passes `logits_processor`. Conversations are batched by prompt length (`batch_size`,
-        default the model's) so little work goes to padding.
+        `labels` / `json_schema` hold the reply to one label / to JSON valid under the schema; a caller that built
+        a `constraint` of its own (from `ftlab.infer.constrained`) passes it instead. Conversations are batched by
+        prompt length (`batch_size`, default the model's) so little work goes to padding.
         """
         if labels or json_schema is not None:
-            logits_processor = self._constraint(labels, json_schema)
+            constraint = self.constraint(labels, json_schema)
             if labels:
                 from ftlab.infer.constrained import max_label_tokens
 
@@ -168,13 +164,13 @@ class ChatModel:
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             for index, completion in zip(
-                batch, self._generate_batch([prompts[i] for i in batch], config, stop, logits_processor), strict=True
+                batch, self._generate_batch([prompts[i] for i in batch], config, stop, constraint), strict=True
             ):
                 results[index] = completion
         return [r for r in results if r is not None]
 
     def _generate_batch(
-        self, prompts: list[list[int]], config: GenerationConfig, stop: list[str] | None, logits_processor: Any
+        self, prompts: list[list[int]], config: GenerationConfig, stop: list[str] | None, constraint: Constraint | None
     ):
         width = max(len(p) for p in prompts)
         pad = self.tokenizer.pad_token_id
@@ -184,8 +180,8 @@ class ChatModel:
             input_ids=input_ids,
             attention_mask=attention,
             generation_config=config,
-            logits_processor=as_processor_list(logits_processor),
             stopping_criteria=[StopOnStrings(self.tokenizer, stop, width)] if stop else None,
+            **(constraint.generate_kwargs(width) if constraint else {}),
         )
         for prompt, row in zip(prompts, output[:, width:].tolist(), strict=True):
             yield self._completion(prompt, row, stop)
@@ -215,7 +211,7 @@ class ChatModel:
         top_p: float = 1.0,
         stop: list[str] | None = None,
         seed: int | None = None,
-        logits_processor: Any = None,
+        constraint: Constraint | None = None,
     ) -> Iterator[str]:
         """Text deltas of one reply as they are generated (for server-sent events)."""
         if seed is not None:
@@ -223,8 +219,8 @@ class ChatModel:
         prompt = self.prompt_ids(messages)
         config = self._generation_config(max_new_tokens, temperature, top_p)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        processors = as_processor_list(logits_processor)
         inputs = torch.tensor([prompt], device=self.device)
+        constrain = constraint.generate_kwargs(inputs.shape[1]) if constraint else {}
 
         def run() -> None:
             with torch.inference_mode():
@@ -232,9 +228,9 @@ class ChatModel:
                     input_ids=inputs,
                     attention_mask=torch.ones_like(inputs),
                     generation_config=config,
-                    logits_processor=processors,
                     stopping_criteria=[StopOnStrings(self.tokenizer, stop, inputs.shape[1])] if stop else None,
                     streamer=streamer,
+                    **constrain,
                 )
 
         thread = threading.Thread(target=run, daemon=True)

@@ -90,17 +90,26 @@ class Prepared:
 
 
 def _constrain(model: ChatModel, body: ChatCompletionCreate, options: dict) -> dict:
-    """Add the logits processor that `labels` or `response_format` asks for."""
-    from ftlab.infer import constrained
+    """Add the constraint that `labels` or `response_format` asks for."""
+    from ftlab.infer.constrained import max_label_tokens
 
     if body.labels:
-        options["logits_processor"] = constrained.constrained_labels_processor(model.tokenizer, body.labels)
-        options["max_new_tokens"] = constrained.max_label_tokens(model.tokenizer, body.labels)
+        options["constraint"] = model.constraint(body.labels, None)
+        options["max_new_tokens"] = max_label_tokens(model.tokenizer, body.labels)
         return options
     schema = _schema(body)
     if schema is not None:
         try:
-            options["logits_processor"] = constrained.json_schema_processor(
+            options["constraint"] = model.constraint(None, schema)
+        except ValueError as exc:
+            raise bad_request(str(exc), param="response_format.json_schema.schema") from None
+        except ImportError as exc:
+            raise APIError(501, str(exc), param="response_format", code="unsupported") from None
+    return options
+    schema = _schema(body)
+    if schema is not None:
+        try:
+            options["constraint"] = constrained.json_schema_constraint(
                 model.tokenizer, schema, vocab_size=model.model.config.vocab_size
             )
         except ValueError as exc:
