@@ -13,7 +13,8 @@ from ftlab.cli.main import app
 from ftlab.data.schema import read_examples, template_messages
 from ftlab.evaluate.metrics import set_f1
 from ftlab.evaluate.run import EvalOptions, evaluate
-from ftlab.infer.refs import ModelNotFound, resolve_refs
+from ftlab.infer.refs import resolve_refs
+from ftlab.models import ModelNotFound
 
 RECIPES = [
     ("Pancakes: flour, milk, two eggs, a pinch of salt.", ["flour", "milk", "eggs", "salt"]),

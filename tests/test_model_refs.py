@@ -17,17 +17,8 @@ from typer.testing import CliRunner
 
 from ftlab.cli.main import app
 from ftlab.config import BUNDLED_MODEL
-from ftlab.infer.refs import (
-    ModelNotFound,
-    ModelRef,
-    adapter_base,
-    base_problem,
-    fine_tuned_model_name,
-    organization,
-    portable_base,
-    resolve_ref,
-    resolve_refs,
-)
+from ftlab.infer.refs import ModelRef, adapter_base, fine_tuned_model_name, organization, resolve_ref, resolve_refs
+from ftlab.models import ModelNotFound, base_problem, portable_base
 from ftlab.records.db import init_db, session_scope
 from ftlab.records.tables import Checkpoint, Job, Run
 

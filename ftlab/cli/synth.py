@@ -13,8 +13,9 @@ from ftlab.config import BUNDLED_MODEL
 from ftlab.data.schema import DataError
 from ftlab.embed import DEFAULT_EMBEDDER
 from ftlab.infer.backend import ChatBackend, open_backend
-from ftlab.infer.refs import ModelNotFound, resolve_ref
+from ftlab.infer.refs import resolve_ref
 from ftlab.infer.remote import EndpointError
+from ftlab.models import ModelNotFound
 from ftlab.synth.runner import JobMismatch
 
 app = typer.Typer(help="Synthetic training data: QA pairs from documents, labels from a teacher, paraphrases.")

@@ -12,7 +12,7 @@ from rich.markup import escape
 from ftlab.cli.settings import build_config, takes_settings
 from ftlab.config import BUNDLED_MODEL, TrainConfig
 from ftlab.data.schema import DataError
-from ftlab.infer.refs import ModelNotFound
+from ftlab.models import ModelNotFound
 
 console = Console()
 err = Console(stderr=True)

@@ -9,7 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ftlab.config import BUNDLED_MODEL
-from ftlab.infer.refs import ModelNotFound, ModelRef, find_fine_tuned, organization, resolve_ref
+from ftlab.infer.refs import ModelRef, find_fine_tuned, organization, resolve_ref
+from ftlab.models import ModelNotFound
 from ftlab.records.tables import Job
 from ftlab.serve.errors import APIError
 

@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 
 from ftlab.config import TrainConfig, explain, runs_dir
 from ftlab.data.validate import example_count_finding, server_min_examples
-from ftlab.infer.refs import base_problem, organization
+from ftlab.infer.refs import organization
+from ftlab.models import base_problem
 from ftlab.records.tables import Checkpoint, Job, JobEvent, Run, new_id, now
 from ftlab.serve.errors import APIError, bad_request, not_found
 from ftlab.serve.files import get_file, stored_path

@@ -194,7 +194,7 @@ def prepare_model(config: TrainConfig, device: torch.device, precision: Precisio
         return model
     from peft import LoraConfig, get_peft_model
 
-    from ftlab.infer.refs import portable_base
+    from ftlab.models import portable_base
 
     lora = LoraConfig(
         r=config.lora_r,
