@@ -80,7 +80,7 @@ def curve_table(curve: dict) -> Table:
 def compare_command(
     test_file: Annotated[Path, typer.Argument(help="Held-out chat JSONL: each example ends with its reference "
                                               "answer (an assistant message).")],  # fmt: skip
-    arm: Annotated[list[str], typer.Option("--arm", "-a", help=ARM_HELP)] = [],  # noqa: B006 - typer's list default
+    arm: Annotated[list[str], typer.Option("--arm", "-a", metavar="ARM", help=ARM_HELP)] = [],  # noqa: B006
     train_file: Annotated[Path | None, typer.Option("--train", help="Training set: few-shot examples, "
                                                     "rag:source=train passages, learning-curve subsets.")] = None,
     docs: Annotated[Path | None, typer.Option(help="Documents for rag arms (Markdown/text/HTML, chunked along "
@@ -186,7 +186,7 @@ def _curve_trainer(plan, recipe: Path | None):
         config = build_config({}, recipe)
     elif runs:
         config = TrainConfig.model_validate(json.loads((runs[0] / "config.json").read_text())["config"])
-    elif plan.base.local:
+    elif plan.base is not None and plan.base.local:
         config = TrainConfig(model=plan.base.model)
     else:
         raise ValueError("the learning curve trains here: give a local --model, or the settings with --recipe")

@@ -135,7 +135,7 @@ def estimate_file(
     from ftlab.data.stats import iter_valid_chunks
     from ftlab.data.tokens import token_counter
 
-    models = [a for m in PRICES.models.values() for a in m.aliases[:1] or (m.name,)] if models is None else models
+    models = [m.aliases[0] if m.aliases else m.name for m in PRICES.models.values()] if models is None else models
     for model in models:
         if openai_model(model) is None:
             raise ValueError(f"no price for '{model}' in ftlab's table (as of {PRICES_AS_OF}): known are "

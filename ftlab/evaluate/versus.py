@@ -61,7 +61,7 @@ class Plan:
     train: list[ChatExample] | None
     docs: list[Passage] | None
     arms: list[Arm]
-    base: ModelRef  # the model of the arms that name none
+    base: ModelRef | None  # the model of the arms that name none (None: every arm names its model)
     refs: dict[str, ModelRef]  # arm name → the model it runs
     metrics: list[str]
     prices: PriceTable
@@ -101,9 +101,11 @@ def plan_comparison(test_file: str | Path, arm_texts: Sequence[str], *, train_fi
         raise ArmError(f"--baseline '{options.baseline}' is not one of the arms ({', '.join(a.name for a in arms)})")
     if options.volume is not None and options.volume < 1:
         raise ValueError("--volume is a number of requests (≥ 1)")
-    named = {arm.name: resolve_ref(arm.model) for arm in arms if arm.model is not None}
-    base = _base_ref(options.base_model, [named[a.name] for a in arms if a.fine_tuned and a.name in named])
-    refs = {arm.name: named.get(arm.name, base) for arm in arms}
+    refs = {arm.name: resolve_ref(arm.model) for arm in arms if arm.model is not None}
+    base = None
+    if len(refs) < len(arms) or options.base_model:  # an arm runs the base model, or the user named it
+        base = _base_ref(options.base_model, [refs[a.name] for a in arms if a.fine_tuned])
+        refs = {arm.name: refs.get(arm.name, base) for arm in arms}
     metrics = options.metrics or auto_metrics([t.reference() for t in tests])
     return Plan(test_file, tests, train_path, train, docs, arms, base, refs, list(metrics),
                 read_prices(options.prices), options)
