@@ -91,6 +91,7 @@ SKIPS: dict[str, str] = {
              "tiny model through the same command",
     "generate": "needs the adapter of a trained run (RUN/final)",
     "eval": "needs trained runs and an OpenAI endpoint; tests/test_eval_run.py runs it on the tiny model",
+    "compare": "needs a trained run and an OpenAI endpoint; tests/test_compare.py runs it on the tiny model",
     "synth qa": "the bundled model writes questions for minutes; tests/test_synth_qa.py runs it against a fake",
     "synth label": "generates with the bundled model; tests/test_synth_label.py covers it",
     "synth variants": "generates with the bundled model; tests/test_synth_variants.py covers it",
