@@ -26,6 +26,20 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def thread_budget(cores: int, workers: int, generation_threads: int | None) -> tuple[int | None, int]:
+    """CPU threads for the server's generation and for each training worker, so neither starves the other.
+
+    Generation gets `generation_threads`, else half the cores when workers train beside it (all without
+    workers); the workers share the rest, at least one thread each. `OMP_NUM_THREADS`, when set, wins for
+    both (None: leave torch's setting alone). The event loop and FastAPI's thread pool need no cores of their
+    own: they wait on I/O, and generation runs on its own thread.
+    """
+    if generation_threads is None and "OMP_NUM_THREADS" in os.environ:
+        return None, int(os.environ["OMP_NUM_THREADS"])
+    generation = generation_threads or (max(1, cores // 2) if workers else cores)
+    return generation, max(1, (cores - generation) // max(1, workers))
+
+
 @serve_app.command("serve")
 def serve_command(
     host: str = typer.Option("127.0.0.1", help="Address to bind; anything but loopback requires API keys."),
@@ -37,7 +51,17 @@ def serve_command(
         False, "--require-key", help="Require an API key even on loopback (always on for other addresses)."
     ),
     max_upload_mb: float = typer.Option(512, help="Largest accepted upload, in MiB."),
-    max_loaded_models: int = typer.Option(2, min=1, help="Models kept loaded for chat completions (LRU)."),
+    max_loaded_models: int = typer.Option(
+        2, min=1, help="Base models kept loaded for chat completions (LRU); fine-tuned adapters load onto them."
+    ),
+    max_adapters: int = typer.Option(16, min=1, help="Fine-tuned adapters kept loaded per base model (LRU)."),
+    max_batch_size: int = typer.Option(16, min=1, help="Chat completions (choices) generated together in one batch."),
+    max_queued: int = typer.Option(
+        256, min=1, help="Choices waiting for generation before new chat requests get 429 with Retry-After."
+    ),
+    generation_threads: int | None = typer.Option(
+        None, min=1, help="CPU threads for generation (default: half the cores when workers train beside it, else all)."
+    ),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
     """Serve the OpenAI-compatible API (files, fine_tuning.jobs, models, chat.completions) under /v1.
@@ -63,13 +87,20 @@ def serve_command(
                     err=True,
                 )
                 raise typer.Exit(2)
+    generation, training = thread_budget(os.cpu_count() or 1, workers, generation_threads)
     settings = Settings(
         require_key=require_key,
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         max_loaded_models=max_loaded_models,
+        max_adapters=max_adapters,
+        max_batch_size=max_batch_size,
+        max_queued=max_queued,
+        generation_threads=generation,
     )
+    worker_env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(training))}
     children = [
-        subprocess.Popen([sys.executable, "-m", "ftlab.cli.serve", "worker", "--parent-pid", str(os.getpid())])
+        subprocess.Popen([sys.executable, "-m", "ftlab.cli.serve", "worker", "--parent-pid", str(os.getpid())],
+                         env=worker_env)  # fmt: skip
         for _ in range(workers)
     ]
     try:
