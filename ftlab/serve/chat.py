@@ -113,7 +113,7 @@ class Vocabulary:
         tokenizer = load_tokenizer(served.model, served.revision)
         config = AutoConfig.from_pretrained(resolve_model(served.model), revision=served.revision)
         context = getattr(config, "max_position_embeddings", None) or tokenizer.model_max_length
-        longest = max(len(tokenizer.convert_tokens_to_string([t])) for t in tokenizer.get_vocab())
+        longest = max(len(token) for token in tokenizer.get_vocab())  # raw spelling: never shorter than its text
         return cls(tokenizer, int(context), max(1, longest))
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
