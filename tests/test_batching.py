@@ -8,27 +8,10 @@ import threading
 from pathlib import Path
 
 import pytest
-import torch
 
 from ftlab.infer.batching import Job, Scheduler, SharedBase, mixable
 
 PROMPTS = ["hi", "hello there", "a long question about the weather tomorrow", "what is two plus two?"]
-
-
-@pytest.fixture(scope="module")
-def adapters(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """Two LoRA adapters and one DoRA adapter with random (non-zero) weights on the tiny model."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    folders = []
-    for i, dora in enumerate([False, False, True]):
-        torch.manual_seed(i)
-        config = LoraConfig(r=8, target_modules="all-linear", init_lora_weights=False, use_dora=dora)
-        model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), config)
-        folders.append(tmp_path_factory.mktemp(f"adapter{i}"))
-        model.save_pretrained(folders[-1])
-    return folders
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +53,8 @@ def run(scheduler: Scheduler, jobs: list[Job]) -> list[list]:
     return [[r["completions"][i] for i in range(len(r["completions"]))] for r in results]
 
 
-def test_a_mixed_adapter_batch_equals_each_adapter_alone(base: SharedBase, scheduler: Scheduler, adapters):
-    lora_a, lora_b, dora = adapters
+def test_a_mixed_adapter_batch_equals_each_adapter_alone(base: SharedBase, scheduler: Scheduler, tiny_adapters):
+    lora_a, lora_b, dora = tiny_adapters
     specs = [(None, 0), (lora_a, 1), (lora_b, 2), (lora_a, 3), (None, 2), (dora, 0), (dora, 1), (lora_b, 0)]
 
     def jobs() -> list[Job]:
