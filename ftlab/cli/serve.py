@@ -10,6 +10,8 @@ import sys
 
 import typer
 
+from ftlab.config import BUNDLED_MODEL
+
 serve_app = typer.Typer()
 keys_app = typer.Typer(help="Create, list and revoke the API keys the service accepts.", no_args_is_help=True)
 serve_app.add_typer(keys_app, name="keys")
@@ -40,6 +42,25 @@ def thread_budget(cores: int, workers: int, generation_threads: int | None) -> t
     return generation, max(1, (cores - generation) // max(1, workers))
 
 
+def start_vllm(model: str) -> tuple[str, subprocess.Popen]:
+    """Start vLLM's OpenAI server for `model` with runtime LoRA loading on a free loopback port."""
+    import importlib.util
+    import socket
+
+    from ftlab.models import resolve_model
+    from ftlab.serve.vllm import vllm_command, vllm_env
+
+    if importlib.util.find_spec("vllm") is None:
+        typer.echo("error: --engine vllm needs vLLM here (`pip install vllm`, on a machine with a GPU), or "
+                   "--vllm-url of one running elsewhere", err=True)  # fmt: skip
+        raise typer.Exit(2)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    child = subprocess.Popen(vllm_command(resolve_model(model), model, port), env=vllm_env())
+    return f"http://127.0.0.1:{port}", child
+
+
 @serve_app.command("serve")
 def serve_command(
     host: str = typer.Option("127.0.0.1", help="Address to bind; anything but loopback requires API keys."),
@@ -62,6 +83,12 @@ def serve_command(
     generation_threads: int | None = typer.Option(
         None, min=1, help="CPU threads for generation (default: half the cores when workers train beside it, else all)."
     ),
+    engine: str = typer.Option("local", help="local: generate in this process, batched; vllm: hand chat "
+                               "completions to vLLM (files and jobs stay here)."),
+    vllm_url: str | None = typer.Option(None, help="--engine vllm: a running vLLM OpenAI server to use (started "
+                                        "with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True); default: "
+                                        "start one."),
+    vllm_model: str = typer.Option(BUNDLED_MODEL, help="--engine vllm: the base model vLLM serves."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
     """Serve the OpenAI-compatible API (files, fine_tuning.jobs, models, chat.completions) under /v1.
@@ -87,6 +114,13 @@ def serve_command(
                     err=True,
                 )
                 raise typer.Exit(2)
+    if engine not in ("local", "vllm"):
+        typer.echo(f"error: --engine is local or vllm, not {engine}", err=True)
+        raise typer.Exit(2)
+    children = []
+    if engine == "vllm" and vllm_url is None:
+        vllm_url, child = start_vllm(vllm_model)
+        children.append(child)
     generation, training = thread_budget(os.cpu_count() or 1, workers, generation_threads)
     settings = Settings(
         require_key=require_key,
@@ -96,9 +130,11 @@ def serve_command(
         max_batch_size=max_batch_size,
         max_queued=max_queued,
         generation_threads=generation,
+        vllm_url=vllm_url if engine == "vllm" else None,
+        vllm_model=vllm_model,
     )
     worker_env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(training))}
-    children = [
+    children += [
         subprocess.Popen([sys.executable, "-m", "ftlab.cli.serve", "worker", "--parent-pid", str(os.getpid())],
                          env=worker_env)  # fmt: skip
         for _ in range(workers)

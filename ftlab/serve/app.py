@@ -6,6 +6,7 @@ error leaves in OpenAI's shape (see `errors`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from ftlab.config import BUNDLED_MODEL
 from ftlab.infer.refs import organization
 from ftlab.records.db import init_db, session_scope
 from ftlab.records.db import request_session as get_db
@@ -25,6 +27,7 @@ from ftlab.serve import auth, catalog, dashboard, files, jobs
 from ftlab.serve.chat import ChatEngine, check_request
 from ftlab.serve.errors import APIError, bad_request, install_handlers
 from ftlab.serve.schemas import ChatCompletionCreate, JobCreate
+from ftlab.serve.vllm import VLLMEngine, keep_in_sync
 from ftlab.serve.worker import recover_orphaned_jobs
 
 log = logging.getLogger("ftlab.serve")
@@ -41,11 +44,13 @@ class Settings:
     max_batch_size: int = 16  # rows (choices) per generation batch
     max_queued: int = 256  # rows waiting for generation before a request is answered 429
     generation_threads: int | None = None  # torch intra-op threads of the generation thread (None: torch's default)
+    vllm_url: str | None = None  # chat completions go to this vLLM server (`--engine vllm`), files and jobs stay
+    vllm_model: str = BUNDLED_MODEL  # the base model that vLLM serves
 
 
 def settings_from_env() -> Settings:
     """Settings from `FTLAB_REQUIRE_KEY`, `FTLAB_MAX_UPLOAD_BYTES`, `FTLAB_MAX_LOADED_MODELS`, `FTLAB_MAX_ADAPTERS`,
-    `FTLAB_MAX_BATCH_SIZE`, `FTLAB_MAX_QUEUED` and `FTLAB_GENERATION_THREADS`."""
+    `FTLAB_MAX_BATCH_SIZE`, `FTLAB_MAX_QUEUED`, `FTLAB_GENERATION_THREADS`, `FTLAB_VLLM_URL` and `FTLAB_VLLM_MODEL`."""
     threads = os.environ.get("FTLAB_GENERATION_THREADS")
     return Settings(
         require_key=os.environ.get("FTLAB_REQUIRE_KEY", "0").lower() in ("1", "true", "yes"),
@@ -55,6 +60,8 @@ def settings_from_env() -> Settings:
         max_batch_size=int(os.environ.get("FTLAB_MAX_BATCH_SIZE", "16")),
         max_queued=int(os.environ.get("FTLAB_MAX_QUEUED", "256")),
         generation_threads=int(threads) if threads else None,
+        vllm_url=os.environ.get("FTLAB_VLLM_URL") or None,
+        vllm_model=os.environ.get("FTLAB_VLLM_MODEL") or BUNDLED_MODEL,
     )
 
 
@@ -199,6 +206,11 @@ def delete_model(model: str, db: Session = Depends(get_db)) -> dict:
 _engine_lock = threading.Lock()
 
 
+def fine_tuned_models() -> dict:
+    with session_scope() as db:
+        return catalog.fine_tuned_refs(db)
+
+
 def chat_engine(app: FastAPI) -> ChatEngine:
     """The app's chat engine, made on the first completion (torch loads then, not at server start)."""
     with _engine_lock:
@@ -235,7 +247,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         with session_scope() as db:
             for job_id in recover_orphaned_jobs(db):
                 log.warning("recovered orphaned job %s", job_id)
+        if settings.vllm_url:
+            app.state.chat = VLLMEngine(settings.vllm_url, settings.vllm_model)
+            sync = asyncio.create_task(keep_in_sync(app.state.chat, fine_tuned_models))
         yield
+        if settings.vllm_url:
+            sync.cancel()
 
     app = FastAPI(title="ftlab", description="OpenAI-compatible fine-tuning API", lifespan=lifespan)
     app.state.settings = settings
