@@ -76,7 +76,7 @@ def serve_command(
         2, min=1, help="Base models kept loaded for chat completions (LRU); fine-tuned adapters load onto them."
     ),
     max_adapters: int = typer.Option(16, min=1, help="Fine-tuned adapters kept loaded per base model (LRU)."),
-    max_batch_size: int = typer.Option(16, min=1, help="Chat completions (choices) generated together in one batch."),
+    max_batch_size: int = typer.Option(32, min=1, help="Chat completions (choices) generated together in one batch."),
     max_queued: int = typer.Option(
         256, min=1, help="Choices waiting for generation before new chat requests get 429 with Retry-After."
     ),

@@ -41,7 +41,7 @@ class Settings:
     max_upload_bytes: int = files.DEFAULT_MAX_UPLOAD_BYTES
     max_loaded_models: int = 2  # base models kept loaded; their fine-tuned adapters load onto them
     max_adapters: int = 16  # adapters kept loaded per base model
-    max_batch_size: int = 16  # rows (choices) per generation batch
+    max_batch_size: int = 32  # rows (choices) per generation batch
     max_queued: int = 256  # rows waiting for generation before a request is answered 429
     generation_threads: int | None = None  # torch intra-op threads of the generation thread (None: torch's default)
     vllm_url: str | None = None  # chat completions go to this vLLM server (`--engine vllm`), files and jobs stay
@@ -57,7 +57,7 @@ def settings_from_env() -> Settings:
         max_upload_bytes=int(os.environ.get("FTLAB_MAX_UPLOAD_BYTES", files.DEFAULT_MAX_UPLOAD_BYTES)),
         max_loaded_models=int(os.environ.get("FTLAB_MAX_LOADED_MODELS", "2")),
         max_adapters=int(os.environ.get("FTLAB_MAX_ADAPTERS", "16")),
-        max_batch_size=int(os.environ.get("FTLAB_MAX_BATCH_SIZE", "16")),
+        max_batch_size=int(os.environ.get("FTLAB_MAX_BATCH_SIZE", "32")),
         max_queued=int(os.environ.get("FTLAB_MAX_QUEUED", "256")),
         generation_threads=int(threads) if threads else None,
         vllm_url=os.environ.get("FTLAB_VLLM_URL") or None,

@@ -133,7 +133,7 @@ class Vocabulary:
 class ChatEngine:
     """Answers chat completion requests: checks, tokenises and queues them, and renders what generation sends."""
 
-    def __init__(self, *, max_loaded: int = 2, max_adapters: int = 16, max_batch: int = 16, max_queued: int = 256,
+    def __init__(self, *, max_loaded: int = 2, max_adapters: int = 16, max_batch: int = 32, max_queued: int = 256,
                  wait_ms: float = 10.0) -> None:  # fmt: skip
         from ftlab.infer.batching import Scheduler
 
