@@ -1,6 +1,6 @@
 """How `ftlab serve` should batch, measured on the bundled model in one process (not a test).
 
-    python benchmarks/serve_batching.py [--requests 16] [--tokens 48] [--rounds 2]
+    python benchmarks/serve_batching.py [--requests 16] [--tokens 32] [--rounds 2]
 
 Two questions, each answered by alternating the contenders in the same process (the machine is shared, so
 only ratios within one run mean anything):
@@ -126,7 +126,7 @@ def summary(results: dict[str, list[float]], reference: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=16)
-    parser.add_argument("--tokens", type=int, default=48)
+    parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--only", choices=["batching", "adapters"], default=None)
     args = parser.parse_args()

@@ -7,10 +7,15 @@ called by transformers after every step, reads each row's new token, sends the t
 and stops the row at end-of-turn, at its budget, at a stop string, or when its client has gone away.
 
 Why micro-batching and not transformers' continuous batching (`generate_batch`, paged attention), measured on
-the bundled model in one process with `benchmarks/serve_batching.py` (16 requests x 48 greedy tokens, bf16,
+the bundled model in one process with `benchmarks/serve_batching.py` (16 requests x 32 greedy tokens, bf16,
 2-core Xeon shared with other work, mean of 2 alternating rounds):
 
-    MEASURED-BATCHING
+    one request at a time                    1.8 tok/s   1.00x
+    micro-batch, one generate of 16          8.5 tok/s   4.65x
+    micro-batch, two generates of 8          5.0 tok/s   2.72x
+    continuous batching (generate_batch)     2.8 tok/s   1.56x
+
+(The machine ran at a load of 6-12 on 2 cores, so absolute figures are low; the order held in both rounds.)
 
 Continuous batching also cannot do what a served request needs: its model runner packs every request into one
 row of tokens, so peft's per-row `adapter_names` (different fine-tuned models in one batch) cannot apply, and
@@ -25,9 +30,20 @@ Adapters are loaded onto one peft model per base, unmerged, in a bounded LRU (`m
 models cost one base model's memory, and a batch may mix them (`adapter_names=`). Measured at batch 8 with
 random-init r16 adapters on all linear layers (same benchmark, `--only adapters`):
 
-    MEASURED-ADAPTERS
+    base (adapters disabled)                 3.4 tok/s   1.00x
+    one adapter, unmerged                    3.7 tok/s   1.08x
+    4 adapters mixed (adapter_names)         4.5 tok/s   1.32x
+    one adapter merged into a copy           7.6 tok/s   2.25x
 
-MERGED-DECISION
+(Same load; the base-through-peft figure is below what a plain base gives, so only the last line's order is
+clear: on a quiet machine MEASUREMENTS.md has unmerged 107 vs merged 165 tok/s, 1.54x.)
+
+No merged fast path, although a merged copy is faster for a single hot adapter: (1) a reply would depend on
+its batch companions, since a bf16 merged copy rounds the adapter's delta differently from the unmerged path
+a mixed batch takes, so one greedy request could answer two ways depending on load; (2) each merged copy costs
+a whole base's memory, undoing the bound above; (3) a deployment with one hot model gets base speed from
+`ftlab export --format merged`, or from vLLM (`ftlab serve --engine vllm`), whose LoRA kernels make
+adapters nearly free.
 """
 
 from __future__ import annotations

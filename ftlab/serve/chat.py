@@ -102,6 +102,7 @@ class Vocabulary:
 
     tokenizer: Any
     context: int
+    vocab_size: int  # the model's output width (JSON-schema grammars mask that many logits)
     longest_token: int  # characters: a text of C characters is at least C / longest_token tokens
 
     @classmethod
@@ -114,7 +115,7 @@ class Vocabulary:
         config = AutoConfig.from_pretrained(resolve_model(served.model), revision=served.revision)
         context = getattr(config, "max_position_embeddings", None) or tokenizer.model_max_length
         longest = max(len(token) for token in tokenizer.get_vocab())  # raw spelling: never shorter than its text
-        return cls(tokenizer, int(context), max(1, longest))
+        return cls(tokenizer, int(context), config.vocab_size, max(1, longest))
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
         """The prompt's token ids; an obviously too long prompt is refused before it is tokenised."""
@@ -146,8 +147,9 @@ class ChatEngine:
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ftlab-chat-prepare")
 
     def status(self) -> dict:
-        return {**self.scheduler.stats, "queued": self.scheduler.queued_rows(),
-                "loaded": [{"model": k[0], "adapters": len(b.adapters)} for k, b in self._bases.items()]}  # fmt: skip
+        with self._lock:
+            loaded = [{"model": key[0], "adapters": len(base.adapters)} for key, base in self._bases.items()]
+        return {**self.scheduler.stats, "queued": self.scheduler.queued_rows(), "loaded": loaded}
 
     # --- preparing a request (on the engine's pool) ------------------------------------------------------------
     def _cached(self, cache: OrderedDict, key: tuple, load, limit: int):
@@ -191,13 +193,8 @@ class ChatEngine:
             constraint = label_constraint(tokenizer, body.labels)
             max_new_tokens = min(max_label_tokens(tokenizer, body.labels), room)
         elif schema is not None:
-            from transformers import AutoConfig
-
-            from ftlab.models import resolve_model
-
-            vocab_size = AutoConfig.from_pretrained(resolve_model(served.model), revision=served.revision).vocab_size
             try:
-                constraint = json_schema_constraint(tokenizer, schema, vocab_size=vocab_size)
+                constraint = json_schema_constraint(tokenizer, schema, vocab_size=vocabulary.vocab_size)
             except ValueError as exc:
                 raise bad_request(str(exc), param="response_format.json_schema.schema") from None
             except ImportError as exc:
