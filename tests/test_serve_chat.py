@@ -66,7 +66,7 @@ def test_models_answer_fast_while_a_job_trains_and_32_clients_stream(
     server: Server, tiny_model_dir: Path, tmp_path: Path
 ):
     client, model = server.client(), str(tiny_model_dir)
-    training = client.files.create(file=write_jsonl(tmp_path / "train.jsonl", chat_rows(EMOJI[:10])).open("rb"),
+    training = client.files.create(file=write_jsonl(tmp_path / "train.jsonl", chat_rows(EMOJI * 4)).open("rb"),
                                    purpose="fine-tune")  # fmt: skip
     job = client.fine_tuning.jobs.create(training_file=training.id, model=model, hyperparameters={"n_epochs": 40})
     wait_for(lambda: client.fine_tuning.jobs.retrieve(job.id).status == "running", timeout=300)
