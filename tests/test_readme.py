@@ -98,6 +98,7 @@ SKIPS: dict[str, str] = {
     "serve": "a server that runs until stopped; tests/test_serve_api.py drives it",
     "worker": "a worker that runs until stopped; tests/test_serve_worker.py drives it",
     "runs export": "needs a recorded training run; tests/test_records_export.py exports one",
+    "export": "needs a trained run or ft: model; tests/test_export.py exports the tiny model's adapters",
 }
 # The README's own file names, stood in for by shipped files (`qa/qa.jsonl` is what `synth qa`, skipped, writes).
 FILES = {
