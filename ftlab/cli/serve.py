@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -125,12 +126,19 @@ def serve_command(
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         max_loaded_models=max_loaded_models,
     )
+    # uvicorn answers SIGTERM with a graceful shutdown, then raises it again under the handler found at start:
+    # this one, so the workers are stopped (their jobs queued again) before the process ends, with status 0.
+    signal.signal(signal.SIGTERM, _stop_serving)
     supervised = Workers(workers)
     supervised.start()
     try:
         uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
     finally:
         supervised.stop()
+
+
+def _stop_serving(*_args) -> None:
+    raise SystemExit(0)
 
 
 @serve_app.command("worker")

@@ -71,9 +71,13 @@ router = APIRouter(prefix="/v1", dependencies=[Depends(current_caller)])
 
 
 # Files ------------------------------------------------------------------------------------------------------------
+class UploadTooLarge(APIError):
+    """A request body that went past the upload limit while it was read."""
+
+
 def limited_body(request: Request, max_bytes: int) -> Request:
-    """The request, with a body that stops with a 413 as soon as more than `max_bytes` have arrived: a chunked
-    upload (no Content-Length) is refused while it is read, never spooled whole first."""
+    """The request, with a body that stops with `UploadTooLarge` as soon as more than `max_bytes` have arrived: a
+    chunked upload (no Content-Length) is refused while it is read, never spooled whole first."""
     received = 0
 
     async def receive() -> Message:
@@ -81,17 +85,17 @@ def limited_body(request: Request, max_bytes: int) -> Request:
         message = await request.receive()
         received += len(message.get("body", b""))
         if received > max_bytes:
-            raise APIError(413, f"The upload is over this server's upload limit of {max_bytes} bytes.", param="file",
-                           code="file_too_large")  # fmt: skip
+            raise UploadTooLarge(413, f"The upload is over this server's upload limit of {max_bytes} bytes.",
+                                 param="file", code="file_too_large")  # fmt: skip
         return message
 
     return Request(request.scope, receive)
 
 
-@router.post("/files")
+@router.post("/files", response_model=None)
 async def create_file(
     request: Request, caller: Caller = Depends(current_caller), db: Session = Depends(get_db)
-) -> dict:
+) -> dict | JSONResponse:
     limit = request.app.state.settings.max_upload_bytes
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit + MULTIPART_OVERHEAD:
@@ -101,16 +105,19 @@ async def create_file(
         )  # fmt: skip
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise bad_request("Uploads must be multipart/form-data with fields 'file' and 'purpose'.", param="file")
-    async with limited_body(request, limit + MULTIPART_OVERHEAD).form(max_files=1, max_fields=8) as form:
-        upload, purpose = form.get("file"), form.get("purpose")
-        if not isinstance(upload, UploadFile):
-            raise bad_request("Missing required parameter: 'file'.", param="file")
-        if not isinstance(purpose, str) or not purpose:
-            raise bad_request("Missing required parameter: 'purpose'.", param="purpose")
-        record = await run_in_threadpool(
-            files.save_upload, db, upload.file, filename=upload.filename, purpose=purpose, max_bytes=limit,
-            project=caller.project,
-        )  # fmt: skip
+    try:
+        async with limited_body(request, limit + MULTIPART_OVERHEAD).form(max_files=1, max_fields=8) as form:
+            upload, purpose = form.get("file"), form.get("purpose")
+            if not isinstance(upload, UploadFile):
+                raise bad_request("Missing required parameter: 'file'.", param="file")
+            if not isinstance(purpose, str) or not purpose:
+                raise bad_request("Missing required parameter: 'purpose'.", param="purpose")
+            record = await run_in_threadpool(
+                files.save_upload, db, upload.file, filename=upload.filename, purpose=purpose, max_bytes=limit,
+                project=caller.project,
+            )  # fmt: skip
+    except UploadTooLarge as exc:  # and close the connection: the rest of the body is not worth reading
+        return JSONResponse(exc.body(), status_code=exc.status, headers={"connection": "close"})
     body = files.to_openai(record)
     db.commit()
     return body
