@@ -364,6 +364,7 @@ class Worker:
         finally:
             done.set()
             beat.join()
+        log.info("job %s: training ended (%s)", plan.job_id, result.status)
         with session_scope() as db:
             job = db.get(Job, job_pk, with_for_update=True)
             if job.worker_id != self.id:
