@@ -159,7 +159,7 @@ def file_content(file_id: str, caller: Caller = Depends(current_caller), db: Ses
 def create_job(body: JobCreate, caller: Caller = Depends(current_caller), db: Session = Depends(get_db)) -> dict:
     job = jobs.create_job(db, body, caller)
     db.commit()
-    return jobs.to_openai(job).model_dump(mode="json")
+    return jobs.to_openai(job)
 
 
 @router.get("/fine_tuning/jobs")
@@ -173,19 +173,19 @@ def list_jobs(
     # openai-python sends the metadata filter as `metadata[key]=value`.
     metadata = {k[9:-1]: v for k, v in request.query_params.items() if k.startswith("metadata[") and k.endswith("]")}
     rows, has_more = jobs.list_jobs(db, caller, after=after, limit=limit, metadata=metadata)
-    return page([jobs.to_openai(j).model_dump(mode="json") for j in rows], has_more)
+    return page([jobs.to_openai(j) for j in rows], has_more)
 
 
 @router.get("/fine_tuning/jobs/{job_id}")
 def retrieve_job(job_id: str, caller: Caller = Depends(current_caller), db: Session = Depends(get_db)) -> dict:
-    return jobs.to_openai(jobs.get_job(db, job_id, caller)).model_dump(mode="json")
+    return jobs.to_openai(jobs.get_job(db, job_id, caller))
 
 
 @router.post("/fine_tuning/jobs/{job_id}/cancel")
 def cancel_job(job_id: str, caller: Caller = Depends(current_caller), db: Session = Depends(get_db)) -> dict:
     job = jobs.cancel_job(db, job_id, caller)
     db.commit()
-    return jobs.to_openai(job).model_dump(mode="json")
+    return jobs.to_openai(job)
 
 
 @router.get("/fine_tuning/jobs/{job_id}/events")

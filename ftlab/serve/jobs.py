@@ -204,9 +204,10 @@ def create_job(db: Session, request: JobCreate, caller: Caller) -> Job:
     return job
 
 
-def to_openai(job: Job) -> FineTuningJob:
-    """The job in OpenAI's shape (validated by the openai package's own model)."""
-    data = FineTuningJob.model_validate(
+def to_openai(job: Job) -> dict[str, Any]:
+    """The job in OpenAI's shape: checked by the openai package's own model, sent as OpenAI sends it (`method`
+    holds its own type's settings only, no null `dpo` or `reinforcement`)."""
+    model = FineTuningJob.model_validate(
         {
             "id": job.id,
             "created_at": job.created_at,
@@ -229,8 +230,10 @@ def to_openai(job: Job) -> FineTuningJob:
             "suffix": job.suffix,  # not in openai's model, but OpenAI's API returns it
         }
     )
+    data = model.model_dump(mode="json")
+    data["method"] = {key: value for key, value in data["method"].items() if value is not None}
     # openai's model knows only wandb integrations; ftlab's are the same shape with type "mlflow".
-    data.integrations = job.integrations
+    data["integrations"] = job.integrations
     return data
 
 
