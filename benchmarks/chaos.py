@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,6 +61,9 @@ class Report:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def to_dict(self) -> dict:
+        return {**{k: dict(v) if isinstance(v, Counter) else v for k, v in vars(self).items()}, "ok": self.ok}
 
 
 def run(
@@ -213,7 +216,7 @@ def main() -> None:
     finally:
         if postgres is not None:
             postgres.stop()
-    print(json.dumps({**asdict(report), "ok": report.ok}, indent=2))
+    print(json.dumps(report.to_dict(), indent=2))
     sys.exit(0 if report.ok else 1)
 
 

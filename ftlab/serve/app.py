@@ -118,9 +118,8 @@ async def create_file(
             )  # fmt: skip
     except UploadTooLarge as exc:  # and close the connection: the rest of the body is not worth reading
         return JSONResponse(exc.body(), status_code=exc.status, headers={"connection": "close"})
-    body = files.to_openai(record)
     db.commit()
-    return body
+    return files.to_openai(record)
 
 
 @router.get("/files")

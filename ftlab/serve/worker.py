@@ -301,7 +301,6 @@ class Worker:
 
     def run_job(self, job_pk: int) -> None:
         """Run one claimed job and record how it ended. Whatever goes wrong fails this job, never the worker."""
-        recorder = None
         try:
             plan = self._plan(job_pk)
             log.info("running %s (%s)", plan.job_id, "resume" if plan.resume else "fresh")
@@ -312,8 +311,7 @@ class Worker:
             self._fail(job_pk, str(exc), code="invalid_job", param=exc.param)
         except Exception as exc:  # any failure of training or of recording its end fails the job, with the reason
             log.exception("job %s failed", job_pk)
-            self._fail(job_pk, f"Training failed: {type(exc).__name__}: {exc}", code="training_failed",
-                       recorder=recorder)  # fmt: skip
+            self._fail(job_pk, f"Training failed: {type(exc).__name__}: {exc}", code="training_failed")
 
     def _plan(self, job_pk: int) -> JobPlan:
         """What a claimed job trains on, read and checked before any model loads; a `JobCannotStart` names what
@@ -385,10 +383,9 @@ class Worker:
         if ended:
             self._export(job_pk)
 
-    def _fail(
-        self, job_pk: int, message: str, *, code: str, param: str | None = None, recorder: RunRecorder | None = None
-    ) -> None:
-        """End this worker's job as failed with `message` (a job another worker has taken over is left alone)."""
+    def _fail(self, job_pk: int, message: str, *, code: str, param: str | None = None) -> None:
+        """End this worker's job and its run as failed with `message` (a job another worker has taken over, or
+        one that has already ended, is left alone)."""
         try:
             with session_scope() as db:
                 job = db.get(Job, job_pk, with_for_update=True)
@@ -397,13 +394,10 @@ class Worker:
                 job.status, job.finished_at, job.worker_id = "failed", now(), None
                 job.error = {"code": code, "message": message, "param": param}
                 job.run.status, job.run.error, job.run.finished_at = "failed", message, now()
-                if recorder is not None:
-                    recorder.fail("failed", message, db)
                 add_event(db, job, message, level="error")
+            self._export(job_pk)
         except Exception:  # the database is gone too: the job's heartbeat stops and recovery takes it from here
             log.exception("could not record that job %s failed", job_pk)
-            return
-        self._export(job_pk)
 
     def _export(self, job_pk: int) -> None:
         """Copy the ended job's run to the job's MLflow integrations; the outcome is a job event either way."""
