@@ -70,8 +70,8 @@ def run(
     home: Path, database_url: str, model: Path, *, jobs: int = 12, workers: int = 3, kills: int = 12, epochs: int = 4,
     seed: int = 0, pause: tuple[float, float] = (2.0, 8.0), timeout: float = 3600,
 ) -> Report:  # fmt: skip
-    """Submit `jobs` jobs, kill something `kills` times (a random pause before each), wait for every job to end,
-    then check what is left."""
+    """Submit `jobs` jobs, kill something `kills` times (each a random pause after some job is training: a worker
+    that trains, the server alone, or everything), wait for every job to end, then check what is left."""
     rng = random.Random(seed)
     report = Report(jobs=jobs)
     started = time.monotonic()
@@ -85,12 +85,12 @@ def run(
     try:
         uploads, job_ids = submit(server, home, model, jobs, epochs)
         for _ in range(kills):
-            time.sleep(rng.uniform(*pause))
-            if all_ended(server, job_ids):
+            if not wait_for_training(server, job_ids, timeout):
                 break
+            time.sleep(rng.uniform(*pause))
             kind = rng.choice(KILLS)
             if kind == "worker":
-                pids = server.worker_pids()
+                pids = training_workers(server) or server.worker_pids()
                 if not pids:
                     continue
                 os.kill(rng.choice(pids), signal.SIGKILL)  # `serve` starts another in its place
@@ -133,6 +133,33 @@ def submit(server: Server, home: Path, model: Path, jobs: int, epochs: int) -> t
 def all_ended(server: Server, job_ids: list[str]) -> bool:
     client = server.client()
     return all(client.fine_tuning.jobs.retrieve(job_id).status in TERMINAL for job_id in job_ids)
+
+
+def wait_for_training(server: Server, job_ids: list[str], timeout: float) -> bool:
+    """Wait until some job is running (so that a kill lands on training); False once every job has ended."""
+    client = server.client()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        statuses = {client.fine_tuning.jobs.retrieve(job_id).status for job_id in job_ids}
+        if "running" in statuses:
+            return True
+        if statuses <= set(TERMINAL):
+            return False
+        time.sleep(0.5)
+    return False
+
+
+def training_workers(server: Server) -> list[int]:
+    """The pids of the server's workers that are training a job now (from the jobs' `worker_id`s)."""
+    from sqlalchemy import select
+
+    from ftlab.records.db import session_scope
+    from ftlab.records.tables import Job
+
+    with session_scope(server.env["FTLAB_DATABASE_URL"], read_only=True) as db:
+        owners = db.scalars(select(Job.worker_id).where(Job.status == "running")).all()
+    pids = {int(owner.rsplit(":", 2)[1]) for owner in owners if owner}
+    return sorted(pids & set(server.worker_pids()))
 
 
 def check(server: Server, uploads: dict[str, str], job_ids: list[str], epochs: int, report: Report) -> None:
