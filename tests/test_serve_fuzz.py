@@ -6,6 +6,7 @@ exist are there to be found."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from schemathesis.checks import not_a_server_error, response_schema_conformance 
 from serve_helpers import EMOJI, Server, chat_rows, wait_for, write_jsonl  # noqa: E402
 
 SPEC = Path(__file__).with_name("openapi") / "openai-subset.yaml"
-EXAMPLES = 25  # per operation: enough to reach the validation paths, small enough for CI
+EXAMPLES = int(os.environ.get("FTLAB_FUZZ_EXAMPLES", "15"))  # per operation: reaches the validation paths in CI
 CHAT = "/chat/completions"  # the chat path's own tests and its helper own it; fuzzed here only for its 5xx
 
 schema = schemathesis.openapi.from_path(SPEC)
