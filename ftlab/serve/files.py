@@ -78,13 +78,6 @@ def to_openai(record: FileRecord) -> dict[str, Any]:
     }
 
 
-def check_purpose(purpose: str) -> None:
-    if purpose not in UPLOAD_PURPOSES:
-        raise bad_request(
-            f"'{purpose}' is not one of {list(UPLOAD_PURPOSES)} - 'purpose'", param="purpose", code="invalid_value"
-        )
-
-
 def save_upload(
     db: Session,
     stream: BinaryIO,
@@ -96,7 +89,10 @@ def save_upload(
 ) -> FileRecord:
     """Store a client's upload (refusing it past `max_bytes` or, for `fine-tune`, if any line is not a valid
     example). The bytes are read and checked before `db` is touched: no transaction is open meanwhile."""
-    check_purpose(purpose)
+    if purpose not in UPLOAD_PURPOSES:
+        raise bad_request(
+            f"'{purpose}' is not one of {list(UPLOAD_PURPOSES)} - 'purpose'", param="purpose", code="invalid_value"
+        )
     return _store(db, stream, filename=filename, purpose=purpose, max_bytes=max_bytes, project=project)
 
 
@@ -135,17 +131,13 @@ def _write(handle: int, stream: BinaryIO, name: str, max_bytes: int) -> tuple[in
         while block := stream.read(CHUNK):
             size += len(block)
             if size > max_bytes:
-                raise too_large(name, max_bytes)
+                raise APIError(413, f"File '{name}' is larger than this server's upload limit of {max_bytes} "
+                               "bytes.", param="file", code="file_too_large")  # fmt: skip
             digest.update(block)
             out.write(block)
         out.flush()
         os.fsync(out.fileno())
     return size, digest.hexdigest()
-
-
-def too_large(name: str, max_bytes: int) -> APIError:
-    return APIError(413, f"File '{name}' is larger than this server's upload limit of {max_bytes} bytes.",
-                    param="file", code="file_too_large")  # fmt: skip
 
 
 def _count_examples(path: Path, name: str) -> int:
