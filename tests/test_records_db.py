@@ -41,7 +41,7 @@ def test_records_made_before_projects_move_to_the_default_project(db_url: str) -
     config = alembic_config(db_url)
     with get_engine(db_url).begin() as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, "0002")
+        command.upgrade(config, "0003")
         connection.execute(text("INSERT INTO api_keys (id, name, prefix, sha256, created_at) "
                                 "VALUES ('key-old', 'old', 'ftl-abc', 'digest', 1)"))  # fmt: skip
         connection.execute(text("INSERT INTO files (id, filename, purpose, bytes, sha256, created_at, status) "

@@ -38,6 +38,9 @@ class Caller:
         return self.admin or project == self.project
 
 
+SERVER = Caller(DEFAULT_PROJECT, admin=True)  # the server itself, and every request when no key is required
+
+
 def request_db(request: Request) -> Iterator[Session]:
     """The request's session: read-only for GET and HEAD, so reading never queues behind a writer."""
     yield from request_session(read_only=request.method in READ_METHODS)
@@ -105,7 +108,7 @@ def current_caller(request: Request, db: Session = Depends(request_db)) -> Calle
     """The caller of a request (a FastAPI dependency): its key's project, or an admin of `default` when the
     server requires no keys."""
     if not request.app.state.settings.require_key:
-        return Caller(DEFAULT_PROJECT, admin=True)
+        return SERVER
     key = check_authorization(db, request.headers.get("authorization"))
     caller = Caller(key.project, key.admin)
     db.commit()  # end the key's read: a long route (an upload being validated) holds no transaction open

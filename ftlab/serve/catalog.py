@@ -13,7 +13,7 @@ from ftlab.config import BUNDLED_MODEL
 from ftlab.infer.refs import ModelRef, find_fine_tuned, organization, resolve_ref
 from ftlab.models import ModelNotFound
 from ftlab.records.tables import Job
-from ftlab.serve.auth import Caller
+from ftlab.serve.auth import SERVER, Caller
 from ftlab.serve.errors import APIError
 
 SERVED_KINDS = ("base", "ft")  # a client cannot name adapter folders, run folders or other endpoints
@@ -65,6 +65,19 @@ def list_models(db: Session, caller: Caller) -> list[Model]:
     models += [Model(id=j.fine_tuned_model, created=j.finished_at or 0, object="model", owned_by=organization())
                for j in jobs]  # fmt: skip
     return models
+
+
+def fine_tuned_refs(db: Session) -> dict[str, ModelRef]:
+    """Every fine-tuned model that exists, of every project, resolved (for an engine that registers them, e.g.
+    vLLM; requests still reach only their own project's models, checked by `resolve`)."""
+    refs = {}
+    for model in list_models(db, SERVER):
+        if model.id.startswith("ft:"):
+            try:
+                refs[model.id] = resolve(db, model.id, SERVER)
+            except APIError:  # its files are gone: nothing to register
+                continue
+    return refs
 
 
 def delete_model(db: Session, name: str, caller: Caller) -> None:
