@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import typer
 
@@ -220,6 +221,14 @@ def worker_command(
     stale_after: float = typer.Option(60.0, help="A running job whose heartbeat is older than this is recovered."),
     max_attempts: int = typer.Option(3, min=1, help="Times a job is started before a lost worker fails it."),
     exit_when_idle: bool = typer.Option(False, "--exit-when-idle", help="Exit once the queue is empty."),
+    processes: int = typer.Option(
+        1, min=1, help="Train each job data-parallel in this many processes (`accelerate launch`): one per GPU, "
+        "or CPU processes over gloo."
+    ),  # fmt: skip
+    accelerate_config: Path | None = typer.Option(
+        None, exists=True, dir_okay=False, help="An `accelerate config` file to launch each job's training with "
+        "(e.g. examples/accelerate/fsdp.yaml); --processes overrides its num_processes."
+    ),  # fmt: skip
     parent_pid: int | None = typer.Option(None, hidden=True, help="Exit when this process (the server) exits."),
 ) -> None:
     """Train queued fine-tuning jobs, one at a time, from the database the server writes to.
@@ -235,6 +244,8 @@ def worker_command(
         max_attempts=max_attempts,
         parent_pid=parent_pid,
         exit_when_idle=exit_when_idle,
+        processes=processes,
+        accelerate_config=accelerate_config,
     ).run()
 
 
