@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator, PartialState
-from accelerate.utils import broadcast, broadcast_object_list, gather_object, reduce
+from accelerate.utils import DistributedType, broadcast, broadcast_object_list, gather_object, reduce
 from torch import nn
 
 import ftlab
@@ -447,18 +447,28 @@ def peak_memory_mib(accelerator: Accelerator) -> dict[str, list[float]]:
 
 
 def save_checkpoint(
-    accelerator: Accelerator, model: nn.Module, tokenizer, folder: Path, resumable: bool
-) -> None:
+    accelerator: Accelerator, model: nn.Module, tokenizer, folder: Path, resumable: bool,
+    prepared: nn.Module | None = None,
+) -> None:  # fmt: skip
     """Write the adapter (or full model) and the tokenizer and, if `resumable`, accelerate's state in resume/:
-    optimizer, schedule, every process's RNG and the loop's state. Atomically: a crash leaves no half folder."""
+    optimizer, schedule, every process's RNG and the loop's state. Atomically: a crash leaves no half folder.
+
+    Under FSDP each process holds a shard of the weights: every process helps gather them from `prepared` (the
+    loss module `accelerator.prepare` returned) first. Untested here: accelerate runs FSDP on GPUs only.
+    """
     tmp = folder.with_name(folder.name + ".partial")
+    extra = {}
+    if accelerator.distributed_type == DistributedType.FSDP and prepared is not None:
+        gathered = accelerator.get_state_dict(prepared)
+        extra["state_dict"] = {k.removeprefix("model."): v for k, v in gathered.items() if k.startswith("model.")}
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
         from peft import PeftModel
 
         # peft's "auto" check for a resized vocabulary looks the base's config up on the hub, by the portable name
         # the adapter records (an alias there is none of): ftlab never resizes embeddings, so it is not asked.
-        extra = {"save_embedding_layers": False} if isinstance(model, PeftModel) else {}
+        if isinstance(model, PeftModel):
+            extra["save_embedding_layers"] = False
         model.save_pretrained(tmp, **extra)
         tokenizer.save_pretrained(tmp)
     accelerator.wait_for_everyone()
@@ -589,7 +599,8 @@ def train(
     # 4. Resume from the last complete epoch, if asked and there is one.
     resumed_from = last_checkpoint(output_dir) if resume else None
     if resumed_from is not None:
-        load_trainable_weights(model, resumed_from, config)
+        if accelerator.distributed_type != DistributedType.FSDP:  # FSDP's state holds its own weight shards
+            load_trainable_weights(model, resumed_from, config)
         accelerator.load_state(resumed_from / RESUME_DIR)
         emit(TrainEvent("message", f"Resumed from {resumed_from.name} at step {loop.step}/{total_steps}"))
 
@@ -663,7 +674,7 @@ def train(
                    "valid_mean_token_accuracy": last_eval["valid_mean_token_accuracy"] if last_eval else None}
         loop.epoch = epoch + 1
         loop.checkpoints.append(Checkpoint(loop.step, epoch + 1, folder, metrics))
-        save_checkpoint(accelerator, model, tokenizer, folder, resumable=True)
+        save_checkpoint(accelerator, model, tokenizer, folder, resumable=True, prepared=loss_module)
         if accelerator.is_main_process:
             for older in loop.checkpoints[:-1]:
                 shutil.rmtree(older.path / RESUME_DIR, ignore_errors=True)
@@ -683,7 +694,7 @@ def train(
     checkpoints = loop.checkpoints
     best = min((c for c in checkpoints if c.metrics.get("valid_loss") is not None),
                key=lambda c: c.metrics["valid_loss"], default=None)
-    save_checkpoint(accelerator, model, tokenizer, final_dir, resumable=False)
+    save_checkpoint(accelerator, model, tokenizer, final_dir, resumable=False, prepared=loss_module)
     peak_memory = peak_memory_mib(accelerator)
     if accelerator.is_main_process:
         write_metrics(metrics_csv, loop.rows)
