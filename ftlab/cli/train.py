@@ -91,7 +91,7 @@ def train_command(
     if not is_main_process():  # the others train their share; the first one reports, records and prints
         try:
             train(config, train_file, validation, output, resume=resume, progress=False)
-        except (DataError, ModelNotFound):
+        except (DataError, ModelNotFound, NonFiniteLoss):  # the first process reports it
             raise typer.Exit(2) from None
         return
     recorder = RunRecorder(output, warn=lambda message: err.print(f"[bold yellow]warning:[/] {message}"))
