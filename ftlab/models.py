@@ -150,13 +150,15 @@ def best_precision(
     CPU: bf16 autocast on fp32 weights with eager attention when the CPU has native bf16, else plain fp32.
     When the base weights are frozen (LoRA/DoRA) on an AMX CPU, the base is stored in bf16 too: autocast's
     per-step weight casts vanish (1.27x measured); peft keeps the adapter's own weights in fp32. On AVX-512
-    BF16 without AMX the casts were cheaper than bf16 weights, so autocast stays. CUDA: bf16 autocast, sdpa.
+    BF16 without AMX the casts were cheaper than bf16 weights, so autocast stays. CUDA with bf16: a frozen base
+    in bf16 as well (half the memory, no casts; the usual LoRA setup on GPUs), full fine-tuning in bf16 autocast
+    on fp32 weights; sdpa attention (flash kernels where the GPU has them). Not yet measured on a GPU.
     """
     import torch
 
     if precision == "auto":
         if device.type == "cuda":
-            precision = "bf16-autocast" if torch.cuda.is_bf16_supported() else "fp32"
+            precision = ("bf16" if frozen_base else "bf16-autocast") if torch.cuda.is_bf16_supported() else "fp32"
         elif frozen_base and cpu_has_amx():
             precision = "bf16"
         else:

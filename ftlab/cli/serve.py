@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import typer
 
@@ -32,9 +33,10 @@ class Workers:
     dies (kill -9, out of memory) — at once, or after a growing wait when it keeps dying on start — and asked
     to stop (SIGTERM: it queues its job again) when the server stops."""
 
-    def __init__(self, n: int, env: dict[str, str]) -> None:
+    def __init__(self, n: int, env: dict[str, str], options: list[str] | None = None) -> None:
         self.n = n
         self.env = env
+        self.options = options or []  # more `ftlab worker` options
         self.children: list[subprocess.Popen] = []
         self.started: list[float] = []
         self.failures: list[int] = []
@@ -42,7 +44,7 @@ class Workers:
         self.watcher = threading.Thread(target=self._watch, name="worker-supervisor", daemon=True)
 
     def _spawn(self) -> subprocess.Popen:
-        command = [sys.executable, "-m", "ftlab.cli.serve", "worker", "--parent-pid", str(os.getpid())]
+        command = [sys.executable, "-m", "ftlab.cli.serve", "worker", "--parent-pid", str(os.getpid()), *self.options]
         return subprocess.Popen(command, env=self.env)
 
     def start(self) -> None:
@@ -132,6 +134,9 @@ def serve_command(
     workers: int = typer.Option(
         1, min=0, help="Training worker processes to start beside the server (0: run `ftlab worker` yourself)."
     ),
+    worker_processes: int = typer.Option(
+        1, min=1, help="Processes each worker trains a job in, data-parallel (`ftlab worker --processes`)."
+    ),
     require_key: bool = typer.Option(
         False, "--require-key", help="Require an API key even on loopback (always on for other addresses)."
     ),
@@ -201,7 +206,7 @@ def serve_command(
     # this one, so the workers are stopped (their jobs queued again) before the process ends, with status 0.
     signal.signal(signal.SIGTERM, _stop_serving)
     worker_env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(training))}
-    supervised = Workers(workers, worker_env)
+    supervised = Workers(workers, worker_env, ["--processes", str(worker_processes)])
     supervised.start()
     try:
         uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
@@ -220,6 +225,14 @@ def worker_command(
     stale_after: float = typer.Option(60.0, help="A running job whose heartbeat is older than this is recovered."),
     max_attempts: int = typer.Option(3, min=1, help="Times a job is started before a lost worker fails it."),
     exit_when_idle: bool = typer.Option(False, "--exit-when-idle", help="Exit once the queue is empty."),
+    processes: int = typer.Option(
+        1, min=1, help="Train each job data-parallel in this many processes (`accelerate launch`): one per GPU, "
+        "or CPU processes over gloo."
+    ),  # fmt: skip
+    accelerate_config: Path | None = typer.Option(
+        None, exists=True, dir_okay=False, help="An `accelerate config` file to launch each job's training with "
+        "(e.g. examples/accelerate/fsdp.yaml); --processes overrides its num_processes."
+    ),  # fmt: skip
     parent_pid: int | None = typer.Option(None, hidden=True, help="Exit when this process (the server) exits."),
 ) -> None:
     """Train queued fine-tuning jobs, one at a time, from the database the server writes to.
@@ -235,6 +248,8 @@ def worker_command(
         max_attempts=max_attempts,
         parent_pid=parent_pid,
         exit_when_idle=exit_when_idle,
+        processes=processes,
+        accelerate_config=accelerate_config,
     ).run()
 
 

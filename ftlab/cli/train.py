@@ -36,6 +36,17 @@ def print_mask(config: TrainConfig, train_file: Path, n: int) -> None:
         console.print(render_mask(tokenizer, item), highlight=False)
 
 
+def describe_memory(peak_mib: dict[str, list[float]]) -> str:
+    """"1,234 MiB resident" (per process when several), and the GPU's peak where there was one."""
+    parts = []
+    for key, what in (("rss", "resident"), ("gpu", "GPU")):
+        values = peak_mib.get(key) or []
+        if values:
+            each = " + ".join(f"{v:,.0f}" for v in values)
+            parts.append(f"{each} MiB {what}" + (f" ({len(values)} processes)" if len(values) > 1 else ""))
+    return ", ".join(parts) or "not measured"
+
+
 @takes_settings
 def train_command(
     train_file: Annotated[Path, typer.Argument(help="Chat JSONL training file (OpenAI fine-tuning format).")],
@@ -74,9 +85,15 @@ def train_command(
         except ExportError as exc:
             fail(str(exc))
     from ftlab.records.store import RunRecorder
-    from ftlab.train.recipe import new_run_dir
+    from ftlab.train.recipe import is_main_process, new_run_dir
 
-    output = output or new_run_dir()
+    output = output or new_run_dir()  # one folder for every process under `accelerate launch` or `torchrun`
+    if not is_main_process():  # the others train their share; the first one reports, records and prints
+        try:
+            train(config, train_file, validation, output, resume=resume, progress=False)
+        except (DataError, ModelNotFound, NonFiniteLoss):  # the first process reports it
+            raise typer.Exit(2) from None
+        return
     recorder = RunRecorder(output, warn=lambda message: err.print(f"[bold yellow]warning:[/] {message}"))
     try:
         if print_mask_n:
@@ -117,7 +134,7 @@ def train_command(
         f"  resolved: n_epochs={c.n_epochs} batch_size={c.batch_size} "
         f"learning_rate_multiplier={c.learning_rate_multiplier} (lr {c.learning_rate:.2e}) seed={c.seed}\n"
         f"  final adapter: {result.final_dir}\n  metrics: {result.metrics_csv}\n"
-        f"  loss plot: {result.output_dir / 'loss.png'}"
+        f"  loss plot: {result.output_dir / 'loss.png'}\n  peak memory: {describe_memory(result.peak_memory_mib)}"
     )
     if result.best_checkpoint:
         console.print(f"  best checkpoint (validation loss): {result.best_checkpoint.path}")

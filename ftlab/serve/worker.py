@@ -11,6 +11,9 @@ seconds and starts a new worker when one of its own dies.
 Anything that goes wrong with one job — a file gone, settings that no longer load, a loss that is not a finite
 number, a database error while recording its end — fails that job with the reason on it; the worker goes on
 to the next one. SIGTERM stops training at the next step and queues the job again for the next worker.
+
+With `processes` > 1 (or an accelerate config) a worker trains each job in that many processes started by
+`accelerate launch` (`ftlab.train.launch`): the worker itself still claims, records, beats and cancels.
 """
 
 from __future__ import annotations
@@ -241,8 +244,12 @@ class Worker:
         max_attempts: int = MAX_ATTEMPTS,
         parent_pid: int | None = None,
         exit_when_idle: bool = False,
+        processes: int = 1,
+        accelerate_config: Path | None = None,
     ) -> None:
         self.id = new_worker_id()
+        self.processes = processes
+        self.accelerate_config = accelerate_config
         self.poll_interval = poll_interval
         self.stale_after = stale_after
         self.max_attempts = max_attempts
@@ -343,22 +350,23 @@ class Worker:
         return path
 
     def _train(self, job_pk: int, plan: JobPlan, recorder: RunRecorder, progress: JobProgress) -> None:
+        from ftlab.train.launch import train_in_processes
         from ftlab.train.recipe import train  # torch and transformers load only in the worker
 
         done = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(job_pk, done), daemon=True)
         beat.start()
         try:
-            result = train(
-                plan.config,
-                plan.train_file,
-                plan.validation_file,
-                plan.output_dir,
-                on_event=recorder.on_event,
-                should_stop=progress.should_stop,
-                resume=plan.resume,
-                progress=False,
-            )
+            if self.processes > 1 or self.accelerate_config is not None:
+                result = train_in_processes(
+                    self.processes, plan.config, plan.train_file, plan.validation_file, plan.output_dir,
+                    on_event=recorder.on_event, should_stop=progress.should_stop, resume=plan.resume,
+                    accelerate_config=self.accelerate_config,
+                )  # fmt: skip
+            else:
+                result = train(plan.config, plan.train_file, plan.validation_file, plan.output_dir,
+                               on_event=recorder.on_event, should_stop=progress.should_stop, resume=plan.resume,
+                               progress=False)  # fmt: skip
         finally:
             done.set()
             beat.join()

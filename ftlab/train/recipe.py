@@ -4,7 +4,10 @@ Read it top to bottom — `train()` is the whole recipe: load data → resolve "
 loop over epochs of length-grouped batches → validate → checkpoint → metrics and plot. No trainer class and no
 callbacks beyond one `on_event` function. What makes it fast on a CPU (measured, see shared/MEASUREMENTS.md):
 fp32 weights with bf16 autocast, eager attention, batches grouped by length (little padding), and the output
-layer computed only at positions whose next token is trained. Several GPUs work through `accelerate launch`.
+layer computed only at positions whose next token is trained. Several processes (GPUs, or CPU processes over
+gloo) work through `accelerate launch` or `torchrun`: `batch_size` stays the examples per optimizer step, each
+process trains its share of every batch, the loss is weighted by trained tokens across all of them, and only the
+first process writes and reports — so a run's curve does not depend on how many processes trained it.
 """
 
 from __future__ import annotations
@@ -15,18 +18,21 @@ import math
 import os
 import platform
 import random
+import resource
 import shutil
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
+from accelerate.utils import DistributedType, broadcast, broadcast_object_list, gather_object, reduce
 from torch import nn
 
 import ftlab
@@ -75,6 +81,7 @@ class TrainResult:
     status: str  # "succeeded" or "cancelled"
     best_checkpoint: Checkpoint | None
     stopped_early: bool = False
+    peak_memory_mib: dict[str, list[float]] = field(default_factory=dict)  # per process: "rss", and "gpu" on CUDA
 
 
 @dataclass
@@ -170,6 +177,17 @@ def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, epoch
     return batches
 
 
+def local_share(items: list[Tokenized], batch: list[int], process: int, n_processes: int) -> list[Tokenized]:
+    """This process's share of a step's batch: every n-th example of it. A process left without one (a batch
+    smaller than the number of processes) gets the batch's first example with nothing trained, so that every
+    process runs every step: DDP's gradient averaging waits for all of them, and adds nothing from this one."""
+    share = [items[i] for i in batch[process::n_processes]]
+    if share:
+        return share
+    first = items[batch[0]]
+    return [replace(first, labels=[IGNORE_INDEX] * len(first.labels))]
+
+
 def collate(items: list[Tokenized], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
     """Right-pad a batch to its longest example."""
     width = max(len(item.input_ids) for item in items)
@@ -234,8 +252,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def process_state() -> PartialState:
+    """accelerate's view of the processes: one, or several under `accelerate launch` or `torchrun` (gloo between
+    CPU processes on a machine without a GPU). The device choice is the `Accelerator`'s, so whichever comes
+    first sets the processes up the same way."""
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def is_main_process() -> bool:
+    """Whether this process reports and writes: the only one, or the first of several."""
+    return process_state().is_main_process
+
+
 def accelerator_and_precision(config: TrainConfig) -> tuple[Accelerator, Precision]:
     """accelerate (one process here, several under `accelerate launch`) and the fastest precision for its device."""
+    process_state()
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no")
     precision = best_precision(accelerator.device, config.precision, config.attention,
                                frozen_base=config.adapter != "full")
@@ -275,38 +306,50 @@ def train_step(
     precision: Precision,
     max_grad_norm: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One optimisation step on a batch: forward under autocast, backward through accelerate (which averages
-    the gradients of several processes), clip, step the optimizer and the schedule, clear the gradients.
+    """One optimisation step on a batch (this process's share of it): forward under autocast, backward through
+    accelerate (which averages the gradients of several processes), clip, step the optimizer and the schedule,
+    clear the gradients.
 
-    Returns the mean loss per trained token, how many trained tokens were predicted right, and how many there were.
+    Returns, over every process's share, the mean loss per trained token, how many trained tokens were predicted
+    right, and how many there were.
     """
     with autocast(accelerator.device, precision, loss_module):
         loss_sum, correct, count = loss_module(**batch)
-    loss = loss_sum / count
-    accelerator.backward(loss)
+    # The sums over all processes. DDP averages their gradients, so each divides its loss sum by the mean count
+    # per process: the gradient is that of the whole batch's mean loss per trained token, however it was shared.
+    totals = accelerator.reduce(torch.stack([loss_sum.detach(), correct.to(loss_sum), count.to(loss_sum)]), "sum")
+    accelerator.backward(loss_sum / (totals[2] / accelerator.num_processes))
     accelerator.clip_grad_norm_(loss_module.parameters(), max_grad_norm)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return loss.detach(), correct, count
+    return totals[0] / totals[2], totals[1], totals[2]
+
+
+def stop_requested(accelerator: Accelerator, should_stop: Callable[[], bool] | None) -> bool:
+    """`should_stop`, asked on the first process only and its answer shared, so every process stops at one step."""
+    asked = accelerator.is_main_process and should_stop is not None and should_stop()
+    if accelerator.num_processes == 1:
+        return asked
+    return bool(broadcast(torch.tensor([int(asked)], device=accelerator.device)).item())
 
 
 @torch.no_grad()
 def evaluate_loss(
     loss_module: LabelledLMLoss, items: list[Tokenized], batch_size: int, pad_id: int, device, precision: Precision
 ) -> tuple[float, float]:
-    """Mean loss and token accuracy over the trained tokens of `items`."""
+    """Mean loss and token accuracy over the trained tokens of `items`; several processes share each batch."""
+    state = process_state()
     loss_module.eval()
-    total_loss = total_correct = total_tokens = 0.0
+    totals = torch.zeros(3, dtype=torch.float64, device=device)
     order = sorted(range(len(items)), key=lambda i: len(items[i].input_ids))
     for start in range(0, len(order), batch_size):
-        batch = collate([items[i] for i in order[start : start + batch_size]], pad_id, device)
+        share = local_share(items, order[start : start + batch_size], state.process_index, state.num_processes)
         with autocast(device, precision, loss_module):
-            loss, correct, count = loss_module(**batch)
-        total_loss += loss.item()
-        total_correct += correct.item()
-        total_tokens += count.item()
+            loss, correct, count = loss_module(**collate(share, pad_id, device))
+        totals += torch.stack([loss.double(), correct.double(), count.double()])
     loss_module.train()
+    total_loss, total_correct, total_tokens = reduce(totals, "sum").tolist()
     return total_loss / total_tokens, total_correct / total_tokens
 
 
@@ -385,19 +428,47 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     return info
 
 
+def processes_info(accelerator: Accelerator) -> dict[str, Any]:
+    """Who trained: how many processes, how they talked, and each one's rank, host, pid and device."""
+    mine = {"rank": accelerator.process_index, "host": socket.gethostname(), "pid": os.getpid(),
+            "device": str(accelerator.device)}  # fmt: skip
+    return {"num_processes": accelerator.num_processes, "distributed_type": accelerator.distributed_type.value,
+            "backend": accelerator.state.backend, "processes": gather_object([mine])}  # fmt: skip
+
+
+def peak_memory_mib(accelerator: Accelerator) -> dict[str, list[float]]:
+    """Each process's peak resident memory ("rss", Linux's ru_maxrss is in KiB) and on CUDA the peak GPU memory
+    torch allocated ("gpu"), in MiB, listed by rank."""
+    mine = {"rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if accelerator.device.type == "cuda":
+        mine["gpu"] = torch.cuda.max_memory_allocated(accelerator.device) / 2**20
+    every = gather_object([mine])
+    return {key: [round(process[key], 1) for process in every] for key in mine}
+
+
 def save_checkpoint(
-    accelerator: Accelerator, model: nn.Module, tokenizer, folder: Path, resumable: bool
-) -> None:
+    accelerator: Accelerator, model: nn.Module, tokenizer, folder: Path, resumable: bool,
+    prepared: nn.Module | None = None,
+) -> None:  # fmt: skip
     """Write the adapter (or full model) and the tokenizer and, if `resumable`, accelerate's state in resume/:
-    optimizer, schedule, every process's RNG and the loop's state. Atomically: a crash leaves no half folder."""
+    optimizer, schedule, every process's RNG and the loop's state. Atomically: a crash leaves no half folder.
+
+    Under FSDP each process holds a shard of the weights: every process helps gather them from `prepared` (the
+    loss module `accelerator.prepare` returned) first. Untested here: accelerate runs FSDP on GPUs only.
+    """
     tmp = folder.with_name(folder.name + ".partial")
+    extra = {}
+    if accelerator.distributed_type == DistributedType.FSDP and prepared is not None:
+        gathered = accelerator.get_state_dict(prepared)
+        extra["state_dict"] = {k.removeprefix("model."): v for k, v in gathered.items() if k.startswith("model.")}
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
         from peft import PeftModel
 
         # peft's "auto" check for a resized vocabulary looks the base's config up on the hub, by the portable name
         # the adapter records (an alias there is none of): ftlab never resizes embeddings, so it is not asked.
-        extra = {"save_embedding_layers": False} if isinstance(model, PeftModel) else {}
+        if isinstance(model, PeftModel):
+            extra["save_embedding_layers"] = False
         model.save_pretrained(tmp, **extra)
         tokenizer.save_pretrained(tmp)
     accelerator.wait_for_everyone()
@@ -434,8 +505,10 @@ def load_trainable_weights(model: nn.Module, folder: Path, config: TrainConfig) 
 
 
 def new_run_dir() -> Path:
+    """A new folder under FTLAB_HOME/runs: the first process's name, the same on every process of a run."""
+    process_state()
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    return runs_dir() / f"run-{stamp}-{os.getpid() % 10000:04d}"
+    return runs_dir() / broadcast_object_list([f"run-{stamp}-{os.getpid() % 10000:04d}"])[0]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -455,15 +528,19 @@ def train(
     progress: bool = True,
 ) -> TrainResult:
     """Fine-tune `config.model` on a chat JSONL file and write a run folder; see the module docstring."""
-    emit = on_event or (lambda event: None)
     train_file = Path(train_file)
     validation_file = Path(validation_file) if validation_file else None
     output_dir = Path(output_dir) if output_dir else new_run_dir()
     output_dir.mkdir(parents=True, exist_ok=True)
     set_threads()
+    accelerator, precision = accelerator_and_precision(config)
+    device = accelerator.device
+    # The first process tells and writes; the others train their share of each batch and say nothing.
+    emit = on_event if on_event is not None and accelerator.is_main_process else (lambda event: None)
 
     # 1. Data: tokenise with the model's chat template and the assistant-only mask.
-    tokenizer = load_tokenizer(config.model)
+    with accelerator.main_process_first():  # the bundled model is converted once, by the first process
+        tokenizer = load_tokenizer(config.model)
     train_examples, train_items = tokenize_file(tokenizer, train_file, config.max_length)
     valid_items = tokenize_file(tokenizer, validation_file, config.max_length)[1] if validation_file else []
     truncated = [item.line for item in train_items if item.truncated_tokens]
@@ -473,9 +550,7 @@ def train(
 
     # 2. Resolve "auto" and write down every setting before any compute is spent.
     config = config.resolve(len(train_examples))
-    accelerator, precision = accelerator_and_precision(config)
-    device = accelerator.device
-    steps_per_epoch = math.ceil(len(train_items) / config.batch_size / accelerator.num_processes)
+    steps_per_epoch = math.ceil(len(train_items) / config.batch_size)  # batch_size is per step, over all processes
     total_steps = steps_per_epoch * int(config.n_epochs)
     dataset_sha256 = {"train": file_sha256(train_file)}
     if validation_file:
@@ -494,15 +569,19 @@ def train(
         "total_steps": total_steps,
         "precision": {"weights": str(precision.weights), "autocast": str(precision.autocast),
                       "attention": precision.attention},
-        "machine": machine_info(device),
+        "machine": {**machine_info(device), **processes_info(accelerator)},
         "ftlab_version": ftlab.__version__,
         "started_at": datetime.now(UTC).isoformat(),
     }
     if accelerator.is_main_process:
         (output_dir / "config.json").write_text(json.dumps(record, indent=2))
+    processes = f" over {accelerator.num_processes} processes" if accelerator.num_processes > 1 else ""
     emit(TrainEvent("message", f"Training {config.adapter} on {len(train_items)} examples for "
-                    f"{config.n_epochs} epochs ({total_steps} steps, batch size {config.batch_size}, "
+                    f"{config.n_epochs} epochs ({total_steps} steps, batch size {config.batch_size}{processes}, "
                     f"learning rate {config.learning_rate:.2e})", {"total_steps": total_steps}))
+    if config.batch_size < accelerator.num_processes:
+        emit(TrainEvent("warning", f"batch_size {config.batch_size} is smaller than the number of processes "
+                        f"({accelerator.num_processes}): some of them have nothing to train at each step"))
 
     # 3. Model, adapter, optimizer, schedule, and what a checkpoint keeps to resume from: accelerate saves the
     #    optimizer and every process's RNG; the schedule and the loop's own state are registered with it. The
@@ -520,7 +599,8 @@ def train(
     # 4. Resume from the last complete epoch, if asked and there is one.
     resumed_from = last_checkpoint(output_dir) if resume else None
     if resumed_from is not None:
-        load_trainable_weights(model, resumed_from, config)
+        if accelerator.distributed_type != DistributedType.FSDP:  # FSDP's state holds its own weight shards
+            load_trainable_weights(model, resumed_from, config)
         accelerator.load_state(resumed_from / RESUME_DIR)
         emit(TrainEvent("message", f"Resumed from {resumed_from.name} at step {loop.step}/{total_steps}"))
 
@@ -538,18 +618,18 @@ def train(
     last_epoch = loop.epoch if loop.stopped_early else int(config.n_epochs)  # a run that stopped early stays so
     for epoch in range(loop.epoch, last_epoch):
         batches = length_grouped_batches(lengths, int(config.batch_size), config.seed, epoch)
-        batches = batches[accelerator.process_index :: accelerator.num_processes]
         for batch_indices in batches:
-            if should_stop is not None and should_stop():
+            if stop_requested(accelerator, should_stop):
                 status = "cancelled"
                 break
-            batch = collate([train_items[i] for i in batch_indices], pad_id, device)
+            share = local_share(train_items, batch_indices, accelerator.process_index, accelerator.num_processes)
             loss, correct, count = train_step(
-                accelerator, loss_module, optimizer, scheduler, batch, precision, config.max_grad_norm
+                accelerator, loss_module, optimizer, scheduler, collate(share, pad_id, device), precision,
+                config.max_grad_norm,
             )
             loop.step += 1
             loop.trained_tokens += int(count.item())
-            tokens_seen += int(batch["attention_mask"].sum().item())
+            tokens_seen += sum(lengths[i] for i in batch_indices)
             row = {"step": loop.step, "train_loss": round(loss.item(), 6),
                    "train_mean_token_accuracy": round((correct / count).item(), 6),
                    "valid_loss": None, "valid_mean_token_accuracy": None}
@@ -594,7 +674,7 @@ def train(
                    "valid_mean_token_accuracy": last_eval["valid_mean_token_accuracy"] if last_eval else None}
         loop.epoch = epoch + 1
         loop.checkpoints.append(Checkpoint(loop.step, epoch + 1, folder, metrics))
-        save_checkpoint(accelerator, model, tokenizer, folder, resumable=True)
+        save_checkpoint(accelerator, model, tokenizer, folder, resumable=True, prepared=loss_module)
         if accelerator.is_main_process:
             for older in loop.checkpoints[:-1]:
                 shutil.rmtree(older.path / RESUME_DIR, ignore_errors=True)
@@ -614,7 +694,8 @@ def train(
     checkpoints = loop.checkpoints
     best = min((c for c in checkpoints if c.metrics.get("valid_loss") is not None),
                key=lambda c: c.metrics["valid_loss"], default=None)
-    save_checkpoint(accelerator, model, tokenizer, final_dir, resumable=False)
+    save_checkpoint(accelerator, model, tokenizer, final_dir, resumable=False, prepared=loss_module)
+    peak_memory = peak_memory_mib(accelerator)
     if accelerator.is_main_process:
         write_metrics(metrics_csv, loop.rows)
         if loop.rows:
@@ -623,7 +704,7 @@ def train(
             "status": status, "finished_at": datetime.now(UTC).isoformat(), "trained_tokens": loop.trained_tokens,
             "steps_done": loop.step, "stopped_early": loop.stopped_early,
             "best_checkpoint": str(best.path) if best else None,
-            "checkpoints": [c.to_dict() for c in checkpoints],
+            "checkpoints": [c.to_dict() for c in checkpoints], "peak_memory_mib": peak_memory,
         })
         (output_dir / "config.json").write_text(json.dumps(record, indent=2))
     emit(TrainEvent("message", "The job has successfully completed" if status == "succeeded"
@@ -631,7 +712,7 @@ def train(
     return TrainResult(
         output_dir=output_dir, config=config, dataset_sha256=dataset_sha256, checkpoints=checkpoints,
         final_dir=final_dir, metrics_csv=metrics_csv, trained_tokens=loop.trained_tokens, status=status,
-        best_checkpoint=best, stopped_early=loop.stopped_early,
+        best_checkpoint=best, stopped_early=loop.stopped_early, peak_memory_mib=peak_memory,
     )
 
 
