@@ -189,7 +189,7 @@ def _fine_tuned_ref(db: Session, name: str) -> ModelRef:
         if not final:
             raise ModelNotFound(f"job {job.id} recorded no final model folder")
         folder, created, epoch, step = Path(final), job.finished_at or job.created_at, None, None
-    ref = _checkpoint_ref(name, folder, job.model, run_dir, epoch, step)
+    ref = _checkpoint_ref(name, folder, base_model_of(job), run_dir, epoch, step)
     ref.kind, ref.created = "ft", created
     return ref
 
