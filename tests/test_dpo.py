@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from data_helpers import animal_pairs, write_jsonl
+from fake_openai import FakeOpenAI
 from typer.testing import CliRunner
 
 from ftlab.cli.main import app
@@ -103,7 +104,20 @@ def test_resume_equals_an_uninterrupted_run(tmp_path: Path, tiny_model_dir: Path
                        torch.load(tmp_path / "whole" / "reference_logps.pt")["train"])  # fmt: skip
 
 
-def test_dpo_from_an_sft_adapter(tmp_path: Path, tiny_model_dir: Path, data) -> None:
+def letters(text: str) -> int:
+    return sum(c.isalpha() for c in text)
+
+
+def wordier_answer_judge(messages: list[dict]) -> str:
+    """A judge that prefers the answer with more letters (the random tiny models write runs of one token):
+    deterministic, so the verdicts of both orders must agree and the win rates follow from the outputs alone."""
+    prompt = messages[-1]["content"]
+    a = prompt.split("Answer A:\n", 1)[1].split("\n\nAnswer B:\n", 1)[0]
+    b = prompt.split("\n\nAnswer B:\n", 1)[1].split("\n\nJudge them on:", 1)[0]
+    return "tie" if letters(a) == letters(b) else "A" if letters(a) > letters(b) else "B"
+
+
+def test_dpo_from_an_sft_adapter_judged_against_it(tmp_path: Path, tiny_model_dir: Path, data) -> None:
     train, val = data
     sft_rows = [{"messages": [*p["input"]["messages"], *p["preferred_output"]]} for p in animal_pairs(ANIMALS[:12])]
     sft_data = write_jsonl(tmp_path / "sft.jsonl", sft_rows)
@@ -130,6 +144,35 @@ def test_dpo_from_an_sft_adapter(tmp_path: Path, tiny_model_dir: Path, data) -> 
     assert (sft_gap - base_gap).abs().min() > 0.1  # SFT on the preferred replies moved them: not the base
     adapter = json.loads((tmp_path / "dpo" / "final" / "adapter_config.json").read_text())
     assert adapter["r"] == 8 and adapter["base_model_name_or_path"] == str(tiny_model_dir.resolve())
+
+    # The README's evaluation: held-out pairs as the test set, DPO and base each against SFT (the first --model),
+    # judged pairwise in both orders; the judged examples convert back into pairs.
+    with FakeOpenAI(wordier_answer_judge) as judge:
+        judged = runner.invoke(app, [
+            "eval", str(val), "--model", f"run:{tmp_path / 'sft'}@final", "--model", f"run:{tmp_path / 'dpo'}@final",
+            "--model", str(tiny_model_dir), "--max-new-tokens", "6", "--judge", "pairwise", "--judge-model",
+            f"openai:judge@{judge.base_url}", "--criteria", "helpful", "--output", str(tmp_path / "judged.json")])
+        assert judged.exit_code == 0, judged.output
+        assert len(judge.requests) == 2 * 2 * 4  # two comparisons, both orders, four held-out prompts
+    result = json.loads((tmp_path / "judged.json").read_text())
+    outputs = {m["name"]: [e["output"] for e in m["examples"]] for m in result["models"]}
+    assert [e["reference"] for e in result["models"][0]["examples"]] == [
+        p["preferred_output"][0]["content"] for p in animal_pairs(ANIMALS[12:])]
+    runs = result["judgements"]
+    assert [r["kind"] for r in runs] == ["pairwise", "pairwise"]
+    for run in runs:
+        a, b = outputs[run["summary"]["a"]], outputs[run["summary"]["b"]]
+        decided = ["tie" if letters(x) == letters(y) else "A" if letters(x) > letters(y) else "B"
+                   for x, y in zip(a, b, strict=True)]
+        assert run["summary"]["b_wins"] == decided.count("B") / 4 and run["summary"]["flip_rate"] == {
+            f"openai:judge@{judge.base_url}": 0.0}
+    assert [(r["summary"]["a"], r["summary"]["b"]) for r in runs] == [("sft:final", "dpo:final"),
+                                                                     ("sft:final", str(tiny_model_dir))]
+    converted = runner.invoke(app, ["data", "convert", str(tmp_path / "judged.json"), "--to", "dpo", "--out",
+                                    str(tmp_path / "judged-prefs.jsonl")])  # fmt: skip
+    assert converted.exit_code == 0, converted.output
+    pairs = read_preferences(tmp_path / "judged-prefs.jsonl")
+    assert pairs and all(letters(p.preferred_output[0].text) > letters(p.non_preferred_output[0].text) for p in pairs)
 
 
 def test_refusals_before_any_compute(tmp_path: Path, tiny_model_dir: Path, data) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ftlab.data.near_dup import normalise
-from ftlab.data.schema import DataError, Message, parse_preference, read_examples
+from ftlab.data.schema import DataError, Message, parse_preference, read_test_examples
 
 Format = Literal["csv", "tsv", "jsonl", "eval"]
 PREFERRED_NAMES = ("preferred_output", "preferred", "chosen")
@@ -297,7 +297,7 @@ def convert_judgements(path: str | Path, out: str | Path, test_file: str | Path 
     test = Path(test_file or data["test_file"])
     if not test.is_file():
         raise DataError(f"the evaluation's test file '{test}' is not there: pass --test-file", path=path)
-    examples = {example.line: example for example in read_examples(test)}
+    examples = {example.line: example for example in read_test_examples(test)}
     outputs = {model["name"]: model["examples"] for model in data["models"]}
     result = ConvertResult(out=out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -317,8 +317,7 @@ def convert_judgements(path: str | Path, out: str | Path, test_file: str | Path 
                         result.skipped.append((line, f"{a} vs {b}: the same reply"))
                         continue
                     example = examples.get(line)
-                    users = [m for m in example.prompt_messages() if m.role == "user"] if example else []
-                    if example is None or (users[-1].text if users else "") != row_a["prompt"]:
+                    if example is None or example.question() != row_a["prompt"]:
                         raise DataError(f"line {line} of the test file is not the prompt the evaluation judged: the "
                                         "file changed since (pass the original with --test-file)",
                                         path=test)  # fmt: skip

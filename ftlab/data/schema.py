@@ -376,6 +376,15 @@ def read_preferences(path: str | Path) -> list[PreferenceExample]:
     return examples
 
 
+def read_test_examples(path: str | Path) -> list[ChatExample]:
+    """A held-out set as chat examples, each scored against its last assistant message: a chat file as it is; a
+    preference file's pairs as their prompt answered by the preferred output (so held-out pairs can be the test
+    set of `ftlab eval`, judged pairwise)."""
+    if Path(path).is_file() and data_kind(path) == "preference":
+        return [pair.conversations()[0] for pair in read_preferences(path)]
+    return read_examples(path)
+
+
 def write_examples(examples: list[ChatExample], path: str | Path) -> None:
     """Write examples as chat JSONL (UTF-8, one object per line, non-ASCII kept readable)."""
     with open(path, "w", encoding="utf-8") as handle:
