@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 from data_helpers import animal_pairs
-from serve_helpers import EMOJI, Server, chat_rows, wait_for, write_jsonl
+from serve_helpers import CHROMIUM, CHROMIUM_ARGS, EMOJI, Server, chat_rows, wait_for, write_jsonl
 
 from ftlab.train.dpo import METRIC_COLUMNS
 
@@ -36,18 +37,26 @@ def files(server: Server, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
             for name, path in paths.items()}  # fmt: skip
 
 
-def test_a_dpo_job_through_the_official_client(server: Server, files: dict[str, str], tiny_model_dir: Path) -> None:
+@pytest.fixture(scope="module")
+def dpo_job(server: Server, files: dict[str, str], tiny_model_dir: Path):
+    """A DPO job as created through the official client, and the same job once it has ended."""
     client = server.client()
-    job = client.fine_tuning.jobs.create(
+    created = client.fine_tuning.jobs.create(
         training_file=files["train"], validation_file=files["valid"], model=str(tiny_model_dir), suffix="kind",
         method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2, "n_epochs": 2, "batch_size": 5,
                                                            "learning_rate_multiplier": 20}}},
     )  # fmt: skip
+    return created, wait_for(lambda: (j := client.fine_tuning.jobs.retrieve(created.id)).status in TERMINAL and j)
+
+
+def test_a_dpo_job_through_the_official_client(server: Server, dpo_job, tiny_model_dir: Path) -> None:
+    client = server.client()
+    job, done = dpo_job
     assert job.status == "queued" and job.method.type == "dpo" and job.method.supervised is None
     assert job.method.dpo.hyperparameters.beta == 0.2 and job.method.dpo.hyperparameters.n_epochs == 2
     assert job.hyperparameters.batch_size == 5
 
-    job = wait_for(lambda: (j := client.fine_tuning.jobs.retrieve(job.id)).status in TERMINAL and j)
+    job = done
     assert job.status == "succeeded", job.error
     assert job.fine_tuned_model.startswith(f"ft:{tiny_model_dir.name}:personal:kind:") and job.trained_tokens > 0
     assert job.method.type == "dpo" and job.method.dpo.hyperparameters.beta == 0.2
@@ -66,6 +75,31 @@ def test_a_dpo_job_through_the_official_client(server: Server, files: dict[str, 
     reply = client.chat.completions.create(model=job.fine_tuned_model, max_tokens=4,
                                            messages=[{"role": "user", "content": "What sound does a yak make?"}])
     assert reply.choices[0].message.role == "assistant" and reply.usage.completion_tokens <= 4
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (/usr/bin/chromium)")
+def test_the_dashboard_draws_the_rewards(server: Server, dpo_job) -> None:
+    """The run page of a DPO job draws reward margin and accuracy beside the loss, from the metrics API."""
+    from playwright.sync_api import sync_playwright
+
+    _, job = dpo_job
+    base = f"http://127.0.0.1:{server.port}"
+    rows = httpx.get(f"{base}/dashboard/api/runs/{job.id}/metrics").json()["metrics"]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and all(r["train_reward_margin"] is not None for r in rows)
+    assert [r["step"] for r in rows if r.get("valid_reward_accuracy") is not None] == [2, 4]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(f"{base}/runs/{job.id}")
+        page.wait_for_function("() => +document.querySelector('#reward-chart').dataset.points === 12")
+        drawn = {name: len(page.get_attribute(f"#reward-chart polyline[data-series='{name}']", "points").split())
+                 for name in ("train margin", "train accuracy", "valid margin", "valid accuracy")}  # fmt: skip
+        browser.close()
+    assert drawn == {"train margin": 4, "train accuracy": 4, "valid margin": 2, "valid accuracy": 2}
+    assert errors == []
 
 
 def test_preference_rows_are_checked_at_upload(server: Server, tmp_path: Path) -> None:
