@@ -356,21 +356,19 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
 
 def read_examples(path: str | Path) -> list[ChatExample]:
     """Every example of a chat JSONL file; the first malformed line raises `DataError`."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError("file not found", path=path)
-    examples = [parse_example(text, path=path, line=number) for number, text in iter_lines(path)]
-    if not examples:
-        raise DataError("the file has no examples", path=path)
-    return examples
+    return _read_all(path, parse_example)
 
 
 def read_preferences(path: str | Path) -> list[PreferenceExample]:
     """Every example of a preference JSONL file; the first malformed line raises `DataError`."""
+    return _read_all(path, parse_preference)
+
+
+def _read_all(path: str | Path, parse: Callable[..., T]) -> list[T]:
     path = Path(path)
     if not path.exists():
         raise DataError("file not found", path=path)
-    examples = [parse_preference(text, path=path, line=number) for number, text in iter_lines(path)]
+    examples = [parse(text, path=path, line=number) for number, text in iter_lines(path)]
     if not examples:
         raise DataError("the file has no examples", path=path)
     return examples
