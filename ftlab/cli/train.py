@@ -31,13 +31,13 @@ def print_mask(config: TrainConfig, train_file: Path, n: int) -> None:
 
     tokenizer = load_tokenizer(config.model)
     if config.method == "dpo":
-        shown = [(f"{which} ", c) for p in read_preferences(train_file)[:n]
+        shown = [(f" {which}", c) for p in read_preferences(train_file)[:n]
                  for which, c in zip(("preferred", "non-preferred"), p.conversations(), strict=True)]  # fmt: skip
     else:
         shown = [("", example) for example in read_examples(train_file)[:n]]
     for which, example in shown:
         item = tokenize_example(tokenizer, example, config.max_length)
-        console.rule(f"line {example.line} {which}: {item.n_trained} of {len(item.input_ids)} tokens trained")
+        console.rule(f"line {example.line}{which}: {item.n_trained} of {len(item.input_ids)} tokens trained")
         console.print(render_mask(tokenizer, item), highlight=False)
 
 
