@@ -1,5 +1,8 @@
 """Fine-tuning jobs: creation (validating the files and the settings before anything is queued), the OpenAI
-view of a job, its events and checkpoints, and cancellation. Training itself happens in `ftlab.serve.worker`."""
+view of a job, its events and checkpoints, and cancellation. Training itself happens in `ftlab.serve.worker`.
+
+A job belongs to the project of the key that created it, and may only train on that project's files; other
+projects' keys get a 404 for it, its events, checkpoints and model."""
 
 from __future__ import annotations
 
@@ -16,9 +19,11 @@ from sqlalchemy.orm import Session
 from ftlab.config import TrainConfig, explain, runs_dir
 from ftlab.data.schema import data_kind
 from ftlab.data.validate import example_count_finding, server_min_examples
-from ftlab.infer.refs import organization, resolve_init_adapter, resolve_ref
+from ftlab.infer.refs import organization, resolve_init_adapter
 from ftlab.models import ModelNotFound, base_problem
 from ftlab.records.tables import Checkpoint, Job, JobEvent, Run, new_id, now
+from ftlab.serve import catalog
+from ftlab.serve.auth import Caller
 from ftlab.serve.errors import APIError, bad_request, not_found
 from ftlab.serve.files import get_file, stored_path
 from ftlab.serve.schemas import JobCreate
@@ -96,20 +101,19 @@ def _integrations(integrations: list[dict[str, Any]] | None) -> list[dict[str, A
     return checked
 
 
-def _starting_point(db: Session, request: JobCreate) -> tuple[str, str | None]:
-    """The base model to load and, when `model` is a fine-tuned model (`ft:…`: OpenAI's way to go on from one),
-    the adapter to start from (method dpo). A model that cannot be had is a 400."""
+def _starting_point(db: Session, request: JobCreate, caller: Caller) -> tuple[str, str | None]:
+    """The base model to load and, when `model` is a fine-tuned model of the caller's project (`ft:…`: OpenAI's
+    way to go on from one), the adapter to start from (method dpo). A model that cannot be had is a 400."""
+    unavailable = f"Model {request.model} is not available for fine-tuning or does not exist"
     if not request.model.startswith("ft:"):
         problem = base_problem(request.model, download=False)
         if problem:
-            raise bad_request(f"Model {request.model} is not available for fine-tuning or does not exist: {problem}",
-                              param="model", code="model_not_available")  # fmt: skip
+            raise bad_request(f"{unavailable}: {problem}", param="model", code="model_not_available")
         return request.model, None
     try:
-        start = resolve_ref(request.model, db=db, download=False)
-    except ModelNotFound as exc:
-        raise bad_request(f"Model {request.model} is not available for fine-tuning or does not exist: {exc}",
-                          param="model", code="model_not_available") from None  # fmt: skip
+        start = catalog.resolve(db, request.model, caller)  # another project's model is as absent as a typo
+    except APIError as exc:
+        raise bad_request(f"{unavailable}: {exc.message}", param="model", code="model_not_available") from None
     if start.adapter is None:  # a full fine-tune: a base model of its own
         return start.model, None
     if request.method is None or request.method.type != "dpo":
@@ -152,12 +156,12 @@ def _train_config(request: JobCreate, model: str, init_adapter: str | None) -> T
         raise bad_request(text, param=param, code=code) from None
 
 
-def _examples_of(db: Session, file_id: str, param: str, method: str) -> tuple[int, str]:
-    """Check that a file exists, is a fine-tune file and holds the data `method` trains on (dpo: preference pairs,
-    supervised: chat examples); return (examples, sha256). Its lines were validated at upload, which stored the
-    count: only its first line is read here, for its kind."""
+def _examples_of(db: Session, file_id: str, param: str, caller: Caller, method: str) -> tuple[int, str]:
+    """Check that a file exists (for the caller), is a fine-tune file and holds the data `method` trains on (dpo:
+    preference pairs, supervised: chat examples); return (examples, sha256). Its lines were validated at upload,
+    which stored the count: only its first line is read here, for its kind."""
     try:
-        record = get_file(db, file_id, param=param)
+        record = get_file(db, file_id, caller, param=param, lock=True)
     except APIError:
         raise bad_request(f"invalid {param}: {file_id} (no such file)", param=param, code="invalid_file") from None
     if record.purpose != "fine-tune":
@@ -175,9 +179,10 @@ def _examples_of(db: Session, file_id: str, param: str, method: str) -> tuple[in
     return record.n_examples, record.sha256
 
 
-def create_job(db: Session, request: JobCreate) -> Job:
-    """Validate everything a job needs, then record it as queued (with its run) for a worker to pick up."""
-    base, init_adapter = _starting_point(db, request)
+def create_job(db: Session, request: JobCreate, caller: Caller) -> Job:
+    """Validate everything a job needs, then record it as queued (with its run) in the caller's project for a
+    worker to pick up."""
+    base, init_adapter = _starting_point(db, request, caller)
     integrations = _integrations(request.integrations)
     _check_metadata(request.metadata)
     config = _train_config(request, base, init_adapter)
@@ -186,7 +191,7 @@ def create_job(db: Session, request: JobCreate) -> Job:
     except ModelNotFound as exc:
         raise bad_request(str(exc), param="model", code="model_not_available") from None
 
-    n_train, train_sha = _examples_of(db, request.training_file, "training_file", config.method)
+    n_train, train_sha = _examples_of(db, request.training_file, "training_file", caller, config.method)
     too_few = example_count_finding(n_train, server_min_examples())
     if too_few:
         raise bad_request(f"Training file {request.training_file}: {too_few.message}", param="training_file",
@@ -197,7 +202,8 @@ def create_job(db: Session, request: JobCreate) -> Job:
             raise bad_request(
                 "validation_file must differ from training_file", param="validation_file", code="invalid_value"
             )
-        _, datasets["validation"] = _examples_of(db, request.validation_file, "validation_file", config.method)
+        _, datasets["validation"] = _examples_of(db, request.validation_file, "validation_file", caller,
+                                                 config.method)  # fmt: skip
     resolved = config.resolve(n_train)
     hyperparameters = {key: getattr(resolved, key) for key in OPENAI_HYPERPARAMETERS}
     method_hyperparameters = hyperparameters | ({"beta": resolved.beta} if resolved.method == "dpo" else {})
@@ -228,6 +234,7 @@ def create_job(db: Session, request: JobCreate) -> Job:
         status="validating_files",
         run_pk=run.pk,
         result_files=[],
+        project=caller.project,
     )
     db.add(job)
     db.flush()
@@ -239,9 +246,10 @@ def create_job(db: Session, request: JobCreate) -> Job:
     return job
 
 
-def to_openai(job: Job) -> FineTuningJob:
-    """The job in OpenAI's shape (validated by the openai package's own model)."""
-    data = FineTuningJob.model_validate(
+def to_openai(job: Job) -> dict[str, Any]:
+    """The job in OpenAI's shape: checked by the openai package's own model, sent as OpenAI sends it (`method`
+    holds its own type's settings only, no null `dpo` or `reinforcement`)."""
+    model = FineTuningJob.model_validate(
         {
             "id": job.id,
             "created_at": job.created_at,
@@ -264,25 +272,27 @@ def to_openai(job: Job) -> FineTuningJob:
             "suffix": job.suffix,  # not in openai's model, but OpenAI's API returns it
         }
     )
+    data = model.model_dump(mode="json")
+    data["method"] = {key: value for key, value in data["method"].items() if value is not None}
     # openai's model knows only wandb integrations; ftlab's are the same shape with type "mlflow".
-    data.integrations = job.integrations
+    data["integrations"] = job.integrations
     return data
 
 
-def get_job(db: Session, job_id: str) -> Job:
+def get_job(db: Session, job_id: str, caller: Caller) -> Job:
     job = db.scalar(select(Job).where(Job.id == job_id))
-    if job is None:
+    if job is None or not caller.sees(job.project):
         raise not_found("fine-tuning job", job_id, param="fine_tuning_job_id")
     return job
 
 
 def list_jobs(
-    db: Session, *, after: str | None, limit: int, metadata: dict[str, str] | None = None
+    db: Session, caller: Caller, *, after: str | None, limit: int, metadata: dict[str, str] | None = None
 ) -> tuple[list[Job], bool]:
-    """Newest first; `after` is the id of the last job of the previous page."""
-    query = select(Job)
+    """The caller's jobs, newest first; `after` is the id of the last job of the previous page."""
+    query = select(Job) if caller.admin else select(Job).where(Job.project == caller.project)
     if after:
-        query = query.where(Job.pk < get_job(db, after).pk)
+        query = query.where(Job.pk < get_job(db, after, caller).pk)
     rows: list[Job] = []
     has_more = False
     # Metadata is JSON, so it is filtered here rather than in SQL (portable across SQLite and PostgreSQL).
@@ -296,9 +306,9 @@ def list_jobs(
     return rows, has_more
 
 
-def cancel_job(db: Session, job_id: str) -> Job:
+def cancel_job(db: Session, job_id: str, caller: Caller) -> Job:
     """Cancel a queued job at once; ask the worker running one to stop at its next step."""
-    job = get_job(db, job_id)
+    job = get_job(db, job_id, caller)
     if job.status in TERMINAL:
         verb = "completed" if job.status == "succeeded" else job.status
         raise bad_request(f"Job has already {verb}: {job_id}", param="fine_tuning_job_id", code="job_finished")
@@ -323,10 +333,10 @@ def event_to_openai(event: JobEvent) -> FineTuningJobEvent:
     )
 
 
-def _job_page(db: Session, model: type[JobEvent] | type[Checkpoint], job_id: str, kind: str, after: str | None,
-              limit: int) -> tuple[list, bool]:  # fmt: skip
+def _job_page(db: Session, model: type[JobEvent] | type[Checkpoint], job_id: str, caller: Caller, kind: str,
+              after: str | None, limit: int) -> tuple[list, bool]:  # fmt: skip
     """A job's events or checkpoints, newest first; `after` is the id of the last row of the previous page."""
-    job = get_job(db, job_id)
+    job = get_job(db, job_id, caller)
     query = select(model).where(model.job_pk == job.pk)
     if after:
         anchor = db.scalar(select(model.pk).where(model.id == after, model.job_pk == job.pk))
@@ -337,9 +347,11 @@ def _job_page(db: Session, model: type[JobEvent] | type[Checkpoint], job_id: str
     return rows[:limit], len(rows) > limit
 
 
-def list_events(db: Session, job_id: str, *, after: str | None, limit: int) -> tuple[list[JobEvent], bool]:
+def list_events(
+    db: Session, job_id: str, caller: Caller, *, after: str | None, limit: int
+) -> tuple[list[JobEvent], bool]:
     """Newest first, like OpenAI; `after` is the id of the last event of the previous page."""
-    return _job_page(db, JobEvent, job_id, "fine-tuning job event", after, limit)
+    return _job_page(db, JobEvent, job_id, caller, "fine-tuning job event", after, limit)
 
 
 def checkpoint_to_openai(job: Job, checkpoint: Checkpoint) -> FineTuningJobCheckpoint:
@@ -355,9 +367,11 @@ def checkpoint_to_openai(job: Job, checkpoint: Checkpoint) -> FineTuningJobCheck
     )
 
 
-def list_checkpoints(db: Session, job_id: str, *, after: str | None, limit: int) -> tuple[list[Checkpoint], bool]:
+def list_checkpoints(
+    db: Session, job_id: str, caller: Caller, *, after: str | None, limit: int
+) -> tuple[list[Checkpoint], bool]:
     """Newest first; `after` is the id of the last checkpoint of the previous page."""
-    return _job_page(db, Checkpoint, job_id, "fine-tuning job checkpoint", after, limit)
+    return _job_page(db, Checkpoint, job_id, caller, "fine-tuning job checkpoint", after, limit)
 
 
 def count_jobs(db: Session, status: str) -> int:

@@ -52,6 +52,7 @@ from ftlab.train.recipe import (
     Checkpoint,
     LabelledLMLoss,
     LoopState,
+    NonFiniteLoss,
     TrainEvent,
     TrainResult,
     accelerator_and_precision,
@@ -315,6 +316,9 @@ def train_dpo(
                    "train_reward_margin": round((margins / count).item(), 6),
                    "train_reward_accuracy": round((correct / count).item(), 6),
                    "valid_loss": None, "valid_reward_margin": None, "valid_reward_accuracy": None}  # fmt: skip
+            if not math.isfinite(row["train_loss"]):
+                raise NonFiniteLoss(f"step {loop.step}: the DPO loss is {row['train_loss']}, not a finite number; "
+                                    "training stopped (lower learning_rate_multiplier or beta)")  # fmt: skip
             end_of_epoch = indices is batches[-1]
             if valid_pairs and (end_of_epoch if eval_every is None else loop.step % eval_every == 0 or end_of_epoch):
                 valid = evaluate_pairs(loss_module, valid_pairs, reference["validation"], batch_size, pad_id, device,
