@@ -1,8 +1,8 @@
 """Where ftlab keeps its state, and the one typed training config shared by the CLI, the HTTP API and Python.
 
 `TrainConfig` uses OpenAI's hyperparameter names where OpenAI has one (`n_epochs`, `batch_size`,
-`learning_rate_multiplier`, each accepting "auto") and ftlab's own beside them. `resolve()` turns every
-"auto" into a number; the resolved config is what a run records.
+`learning_rate_multiplier`, each accepting "auto"; `beta` for method dpo) and ftlab's own beside them.
+`resolve()` turns every "auto" into a number; the resolved config is what a run records.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ MIN_TARGET_EXAMPLES = 100
 MAX_TARGET_EXAMPLES = 25_000
 MIN_DEFAULT_EPOCHS = 1
 MAX_DEFAULT_EPOCHS = 25
+DEFAULT_BETA = 0.1  # DPO's beta when "auto": the DPO paper's and TRL's default
 
 
 def home() -> Path:
@@ -109,9 +110,18 @@ class TrainConfig(BaseModel):
     learning_rate_multiplier: _or_word("auto", float, gt=0, le=100) = Field(
         "auto", description="Multiplies the adapter's base learning rate (LoRA/DoRA 2e-4, full 2e-5); 'auto' is 1."
     )
-    method: Literal["supervised"] = Field(
-        "supervised", description="OpenAI's fine-tuning method; 'lora', 'dora' or 'full' here are the old spelling "
-        "of adapter."
+    method: Literal["supervised", "dpo"] = Field(
+        "supervised", description="OpenAI's fine-tuning method: supervised (chat data) or dpo (preference pairs); "
+        "'lora', 'dora' or 'full' here are the old spelling of adapter."
+    )  # fmt: skip
+    beta: _or_word("auto", float, gt=0, le=10) = Field(
+        "auto", description="DPO: how strongly the tuned model is held to its starting point (higher: closer); "
+        f"'auto' is {DEFAULT_BETA}. Method dpo only."
+    )  # fmt: skip
+    init_adapter: str | None = Field(
+        None, min_length=1, description="DPO: start from this fine-tuned model's adapter (an adapter folder, "
+        "run:DIR@best|final|epoch-N or an ft: name) instead of a fresh one; it is also the reference the pairs "
+        "are scored against. Method dpo only."
     )  # fmt: skip
     adapter: Literal["lora", "dora", "full"] = Field(
         "lora", description="What is trained: a LoRA or DoRA adapter on the frozen base, or every weight (full)."
@@ -154,6 +164,19 @@ class TrainConfig(BaseModel):
     def _upgrade(cls, data: Any) -> Any:
         return upgrade_settings(data) if isinstance(data, dict) else data
 
+    @model_validator(mode="after")
+    def _method_settings(self) -> TrainConfig:
+        if self.method != "dpo":
+            dpo_only = [name for name in ("beta", "init_adapter") if getattr(self, name) not in ("auto", None)]
+            if dpo_only:
+                raise ValueError(f"{' and '.join(dpo_only)} {'is a setting' if len(dpo_only) == 1 else 'are settings'}"
+                                 " of method dpo, not of method supervised")  # fmt: skip
+        elif self.adapter == "full":
+            raise ValueError("method dpo trains an adapter (lora or dora): its reference, the model the pairs are "
+                             "scored against, is the model with the adapter as it started, where full fine-tuning "
+                             "would need a second copy of the whole model")  # fmt: skip
+        return self
+
     def resolve(self, n_train_examples: int) -> TrainConfig:
         """A copy with every "auto" replaced by the number it stands for."""
         return self.model_copy(
@@ -165,6 +188,7 @@ class TrainConfig(BaseModel):
                 "learning_rate_multiplier": (
                     1.0 if self.learning_rate_multiplier == "auto" else self.learning_rate_multiplier
                 ),
+                "beta": DEFAULT_BETA if self.beta == "auto" and self.method == "dpo" else self.beta,
             }
         )
 

@@ -16,6 +16,10 @@ from openai import OpenAI
 
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 300  # bounds a hang on a shared machine, it measures nothing
+# The dashboard's browser tests: Debian's chromium, headless
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]  # fmt: skip
 
 
 def free_port() -> int:

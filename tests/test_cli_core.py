@@ -62,7 +62,7 @@ def test_bad_hyperparameters_are_named(tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", str(data), "--epochs", "many"])
     assert result.exit_code == 2 and "--epochs: Input should be a valid integer" in result.output
     result = runner.invoke(app, ["train", str(data), "--method", "qlora-9"])
-    assert result.exit_code == 2 and "--method: Input should be 'supervised' (got 'qlora-9')" in result.output
+    assert result.exit_code == 2 and "--method: Input should be 'supervised' or 'dpo' (got 'qlora-9')" in result.output
 
 
 def test_missing_model_says_how_to_fix(tmp_path: Path) -> None:

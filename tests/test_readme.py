@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from data_helpers import judged_evaluation
 from typer.testing import CliRunner
 
 from ftlab.cli.main import app
@@ -82,7 +83,7 @@ RUNS: dict[str, Run] = {
     "data estimate": Run(prints=[r"gpt-4o-mini\S* +3 epochs", r"\$\d+\.\d\d"], extra=["--no-local"]),
     "data split": Run(prints=[r"train +\d+ examples", r"test +\d+ examples"]),
     "data leakage": Run(prints=[r"0 pairs across"]),
-    "data convert": Run(prints=[r"4 examples written to recipes\.jsonl"], writes={"recipes.jsonl": 4}),
+    "data convert": Run(prints=[r"\d+ examples written to \S+\.jsonl"], writes={"recipes.jsonl": 4}),
     "data dedup": Run(prints=[r"kept 100, dropped 0"], writes={"kept.jsonl": 100}),
     "keys create": Run(prints=[r"ftl-\S{20,}"]),
 }
@@ -130,6 +131,11 @@ def test_the_readme_commands_run_as_written(tmp_path: Path, monkeypatch: pytest.
     for name, source in FILES.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(source, tmp_path / name)
+    # What the skipped `ftlab eval … --judge pairwise --output judged.json` would write: 3 decided, 1 tie
+    judged_evaluation(tmp_path, [("Why is the sky blue?", "Light scatters.", "Because."), ("Why do cats purr?",
+                                 "They feel safe.", "Cats."), ("What is rain?", "Water from clouds.", "Rain."),
+                                 ("What are stars?", "Hot gas.", "Lights."), ("Why sleep?", "To rest.", "To rest.")],
+                      ["tuned", "tuned", "base", "tie", "tuned"])  # fmt: skip
     runner = CliRunner()
     ran = set()
     for args in readme_commands():
@@ -152,6 +158,10 @@ def test_the_readme_commands_run_as_written(tmp_path: Path, monkeypatch: pytest.
     converted = json.loads((tmp_path / "recipes.jsonl").read_text().splitlines()[0])
     assert [m["role"] for m in converted["messages"]] == ["system", "user", "assistant"]
     assert converted["messages"][1]["content"].startswith("Title: No-Bake Nut Cookies\n\nIngredients: ")
+    # the preference section's pairs: 12 A/B choices, and the 3 examples the judge decided
+    pairs = [json.loads(line) for line in (tmp_path / "prefs.jsonl").read_text().splitlines()]
+    assert len(pairs) == 12 and pairs[0]["input"]["messages"][0]["content"].startswith("Answer a child")
+    assert len((tmp_path / "judged-prefs.jsonl").read_text().splitlines()) == 3
     # `ftlab runs list` (named in the README's prose) on this fresh home
     assert "`ftlab runs list" in README
     listed = runner.invoke(app, ["runs", "list"])

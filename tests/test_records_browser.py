@@ -7,14 +7,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serve_helpers import EMOJI, Server, chat_rows, wait_for, write_jsonl
+from serve_helpers import CHROMIUM, CHROMIUM_ARGS, EMOJI, Server, chat_rows, wait_for, write_jsonl
 
 from ftlab.data.schema import file_sha256
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]  # fmt: skip
 HANG_GUARD_MS = 300_000  # bounds a hang on a loaded machine; nothing here is a timing assertion
 
 pytestmark = [

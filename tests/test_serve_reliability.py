@@ -25,6 +25,7 @@ from typing import get_args
 import httpx
 import openai
 import pytest
+from data_helpers import animal_pairs
 from openai.types import FilePurpose
 from serve_helpers import EMOJI, REPO, Server, chat_rows, ftlab_env, run_cli, wait_for, write_jsonl
 
@@ -389,6 +390,11 @@ def test_keys_of_one_project_never_see_another_projects_objects(
                 call()
         with pytest.raises(openai.BadRequestError, match="no such file"):
             b.fine_tuning.jobs.create(training_file=file_id, model=str(tiny_model_dir))
+        # DPO goes on from a fine-tuned model of one's own project only: alpha's is as absent to beta as a typo
+        pairs = upload(b, write_jsonl(tmp_path / "pairs.jsonl", animal_pairs([f"animal {n}" for n in range(10)])))
+        with pytest.raises(openai.BadRequestError, match="not available for fine-tuning") as refused:
+            b.fine_tuning.jobs.create(training_file=pairs, model=job.fine_tuned_model, method={"type": "dpo"})
+        assert refused.value.body["param"] == "model"
         assert client_sees(a, file_id, job.id, job.fine_tuned_model)
         assert client_sees(root, file_id, job.id, job.fine_tuned_model)
         assert a.files.retrieve(job.result_files[0]).purpose == "fine-tune-results"  # the job's results are alpha's

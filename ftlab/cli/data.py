@@ -63,7 +63,7 @@ def _render_findings(findings: list[Finding]) -> None:
 
 @app.command()
 def validate(
-    file: Path = typer.Argument(..., help="chat JSONL file to check"),
+    file: Path = typer.Argument(..., help="chat or preference (DPO) JSONL file to check"),
     model: str = typer.Option(
         BUNDLED_MODEL, "--model", "-m", help="target model: tokenizer for the length checks (OpenAI names use tiktoken)"
     ),
@@ -76,7 +76,8 @@ def validate(
     no_tokens: bool = typer.Option(False, "--no-tokens", help="skip tokenising (no length checks)"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
-    """Check a chat JSONL file before training. Exit code 1 when there are errors, 0 with warnings only."""
+    """Check a chat or preference (DPO) JSONL file before training. Exit code 1 when there are errors, 0 with
+    warnings only."""
     from ftlab.data.labels import read_labels
     from ftlab.data.validate import validate_file
 
@@ -106,7 +107,8 @@ def validate(
 
 
 def _render_validation(report) -> None:
-    out.print(f"[bold]{escape(report.path)}[/]: {report.n_examples} examples on {report.n_lines} lines")
+    kind = " preference pairs" if report.kind == "preference" else " examples"
+    out.print(f"[bold]{escape(report.path)}[/]: {report.n_examples}{kind} on {report.n_lines} lines")
     if report.tokens:
         t = report.tokens
         out.print(
@@ -159,7 +161,7 @@ def _bar(count: int, largest: int, width: int = 40) -> str:
 
 @app.command()
 def stats(
-    file: Path = typer.Argument(..., help="chat JSONL file"),
+    file: Path = typer.Argument(..., help="chat or preference (DPO) JSONL file"),
     model: str = typer.Option(
         BUNDLED_MODEL, "--model", "-m", help="tokenizer to count with (OpenAI model names use tiktoken)"
     ),
@@ -167,7 +169,8 @@ def stats(
     bins: int = typer.Option(12, "--bins", help="histogram bins in the terminal"),
     as_json: bool = typer.Option(False, "--json", help="print the statistics as JSON"),
 ) -> None:
-    """Tokens per example, per role and of the assistant replies; messages per example; percentiles, histogram."""
+    """Tokens per example, per role and of the assistant replies; messages per example; percentiles, histogram.
+    A preference pair counts its prompt once and both outputs."""
     from ftlab.data.stats import PERCENTILES, histogram, save_histogram_png, stats_file
 
     try:
@@ -186,8 +189,9 @@ def stats(
         out.print(f"[yellow]{len(result.skipped_lines)} invalid lines skipped[/] (lines {result.skipped_lines[:10]}); "
                   "`ftlab data validate` says why")
     header = ["", "mean", "min", *(f"p{p}" for p in PERCENTILES), "max", "sum"]
+    trained = "outputs (both)" if result.kind == "preference" else "assistant tokens"
     rows = [("tokens / example", data["tokens_per_example"]),
-            ("assistant tokens", data["assistant_tokens_per_example"]),
+            (trained, data["assistant_tokens_per_example"]),
             ("messages / example", data["messages_per_example"])]
     rows += [(f"  {role} tokens", values) for role, values in data["tokens_per_role"].items()]
     out.print("  ".join(f"{h:>18}" if i == 0 else f"{h:>8}" for i, h in enumerate(header)))
@@ -205,7 +209,7 @@ def stats(
 
 @app.command()
 def estimate(
-    file: Path = typer.Argument(..., help="chat JSONL file"),
+    file: Path = typer.Argument(..., help="chat or preference (DPO) JSONL file"),
     model: list[str] = typer.Option(
         None,
         "--model",
@@ -253,6 +257,9 @@ def estimate(
     if result.skipped_lines:
         out.print(f"[yellow]{len(result.skipped_lines)} invalid lines not counted[/]: run `ftlab data validate`")
     out.print(f"OpenAI fine-tuning, prices as of {PRICES_AS_OF} ({PRICES_SOURCE}):")
+    if result.kind == "preference":
+        out.print("  preference pairs (DPO): billed per training token at the supervised rate, a pair counted as its "
+                  "prompt once plus both outputs (an assumption: OpenAI publishes no DPO rate or count)")
     for cost in result.openai:
         cut = f", {cost.n_cut} examples cut to the limit" if cost.n_cut else ""
         out.print(
@@ -273,9 +280,10 @@ def estimate(
 
 @app.command()
 def convert(
-    file: Path = typer.Argument(..., help="CSV, TSV or JSONL file"),
+    file: Path = typer.Argument(..., help="CSV, TSV or JSONL file, or an evaluation's JSON (`ftlab eval` output)"),
     out_file: Path = typer.Option(..., "--out", help="chat (or DPO) JSONL to write"),
-    fmt: str | None = typer.Option(None, "--format", help="csv, tsv or jsonl (default: from the extension)"),
+    fmt: str | None = typer.Option(None, "--format", help="csv, tsv, jsonl, or eval: the pairwise judgements of "
+                                   "an `ftlab eval --judge pairwise` JSON (default: from the file)"),
     to: str = typer.Option("chat", "--to", help="chat, or dpo for preference pairs"),
     system: str | None = typer.Option(None, "--system", help="system prompt for every example"),
     system_column: str | None = typer.Option(None, "--system-column", help="column holding the system prompt"),
@@ -289,16 +297,25 @@ def convert(
     non_preferred_column: str | None = typer.Option(
         None, "--non-preferred-column", help="DPO: the non-preferred reply"
     ),
+    a_column: str | None = typer.Option(None, "--a-column", help="DPO from A/B choices: reply A (default: a)"),
+    b_column: str | None = typer.Option(None, "--b-column", help="DPO from A/B choices: reply B (default: b)"),
+    choice_column: str | None = typer.Option(
+        None, "--choice-column", help="DPO from A/B choices: the column saying a or b (default: choice); ties skipped"
+    ),
+    test_file: Path | None = typer.Option(
+        None, "--test-file", help="--format eval: the evaluation's test set, if it moved since"
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
-    """Convert CSV/TSV/JSONL rows (or prompt/completion pairs) into chat JSONL, or into OpenAI's DPO format.
+    """Convert CSV/TSV/JSONL rows (or prompt/completion pairs) into chat JSONL, or into OpenAI's DPO format
+    (from preferred/non-preferred columns, A/B choices, or an evaluation's pairwise judgements).
 
     Templates use {column} placeholders; \\n and \\t typed in a template become a newline and a tab.
     """
     from ftlab.data.convert import Mapping, convert_file, unescape
 
-    if fmt not in (None, "csv", "tsv", "jsonl"):
-        _fail(f"--format must be csv, tsv or jsonl, got {fmt!r}")
+    if fmt not in (None, "csv", "tsv", "jsonl", "eval"):
+        _fail(f"--format must be csv, tsv, jsonl or eval, got {fmt!r}")
     if to not in ("chat", "dpo"):
         _fail(f"--to must be chat or dpo, got {to!r}")
     mapping = Mapping(
@@ -310,9 +327,12 @@ def convert(
         system_column=system_column,
         preferred_column=preferred_column,
         non_preferred_column=non_preferred_column,
+        a_column=a_column,
+        b_column=b_column,
+        choice_column=choice_column,
     )
     try:
-        result = convert_file(file, out_file, mapping, fmt=fmt, to=to)
+        result = convert_file(file, out_file, mapping, fmt=fmt, to=to, test_file=test_file)
     except (DataError, ValueError, OSError) as exc:
         _fail(str(exc))
     if as_json:

@@ -104,7 +104,7 @@ def judge_tables(result) -> list[Table]:
 
 def eval_command(
     test_file: Path = typer.Argument(..., help="Held-out chat JSONL: each example's last assistant message is the "
-                                     "reference answer."),
+                                     "reference answer (or preference pairs: the preferred output is)."),
     model: list[str] = typer.Option(..., "--model", "-m", help="Model to evaluate (repeat to compare): a base "
                                     "name, folder or hub id, an adapter folder, NAME+ADAPTER_DIR, run:DIR (every "
                                     "checkpoint of a run; run:DIR@best|final|epoch-N for one), an ft: name of "

@@ -24,15 +24,20 @@ def fail(message: str) -> NoReturn:
 
 
 def print_mask(config: TrainConfig, train_file: Path, n: int) -> None:
-    """Show the trained tokens (green) of the first n examples."""
-    from ftlab.data.schema import read_examples
+    """Show the trained tokens (green) of the first n examples (both replies of a DPO pair)."""
+    from ftlab.data.schema import read_examples, read_preferences
     from ftlab.models import load_tokenizer
     from ftlab.train.tokenize import render_mask, tokenize_example
 
     tokenizer = load_tokenizer(config.model)
-    for example in read_examples(train_file)[:n]:
+    if config.method == "dpo":
+        shown = [(f" {which}", c) for p in read_preferences(train_file)[:n]
+                 for which, c in zip(("preferred", "non-preferred"), p.conversations(), strict=True)]  # fmt: skip
+    else:
+        shown = [("", example) for example in read_examples(train_file)[:n]]
+    for which, example in shown:
         item = tokenize_example(tokenizer, example, config.max_length)
-        console.rule(f"line {example.line}: {item.n_trained} of {len(item.input_ids)} tokens trained")
+        console.rule(f"line {example.line}{which}: {item.n_trained} of {len(item.input_ids)} tokens trained")
         console.print(render_mask(tokenizer, item), highlight=False)
 
 
@@ -49,13 +54,14 @@ def describe_memory(peak_mib: dict[str, list[float]]) -> str:
 
 @takes_settings
 def train_command(
-    train_file: Annotated[Path, typer.Argument(help="Chat JSONL training file (OpenAI fine-tuning format).")],
+    train_file: Annotated[Path, typer.Argument(help="Chat JSONL training file (OpenAI fine-tuning format); "
+                                               "preference pairs with --method dpo.")],
     config_file: Annotated[
         Path | None,
         typer.Option("--config", help="Settings from a YAML, TOML or JSON file (a run's config.json repeats that "
                      "run); flags given override it."),
     ] = None,  # fmt: skip
-    validation: Annotated[Path | None, typer.Option("--validation", help="Chat JSONL validation file.")] = None,
+    validation: Annotated[Path | None, typer.Option("--validation", help="Validation file (of the same kind).")] = None,
     output: Annotated[Path | None, typer.Option("--output", help="Run folder (default FTLAB_HOME/runs/…).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the last epoch checkpoint in --output.")] = False,
     print_mask_n: Annotated[
@@ -68,7 +74,8 @@ def train_command(
     mlflow_experiment: Annotated[str, typer.Option(help="MLflow experiment for --mlflow.")] = "ftlab",
     **settings: str | None,
 ) -> None:
-    """Fine-tune a chat model on a chat JSONL file (LoRA by default) and write a run folder."""
+    """Fine-tune a chat model on a chat JSONL file (LoRA by default), or on preference pairs with --method dpo,
+    and write a run folder."""
     from ftlab.train.recipe import NonFiniteLoss, train
 
     try:
@@ -129,10 +136,11 @@ def train_command(
         except ExportError as exc:  # the run itself is done and recorded; only the copy failed
             err.print(f"[bold yellow]warning:[/] {exc} (retry with `ftlab runs export {run_id} --mlflow {mlflow}`)")
     c = result.config
+    beta = f" beta={c.beta}" if c.method == "dpo" else ""
     console.print(
         f"\n[bold]Run folder:[/] {result.output_dir}\n"
         f"  resolved: n_epochs={c.n_epochs} batch_size={c.batch_size} "
-        f"learning_rate_multiplier={c.learning_rate_multiplier} (lr {c.learning_rate:.2e}) seed={c.seed}\n"
+        f"learning_rate_multiplier={c.learning_rate_multiplier} (lr {c.learning_rate:.2e}){beta} seed={c.seed}\n"
         f"  final adapter: {result.final_dir}\n  metrics: {result.metrics_csv}\n"
         f"  loss plot: {result.output_dir / 'loss.png'}\n  peak memory: {describe_memory(result.peak_memory_mib)}"
     )

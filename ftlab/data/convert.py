@@ -4,7 +4,13 @@ A row becomes a conversation through a column mapping: the user turn is a column
 row's columns (`"Title: {title}\\n\\nIngredients: {ingredients}"`, Python `str.format` syntax), the assistant
 turn likewise, and an optional system prompt. Without a mapping, rows with `prompt` and `completion` become a
 user and an assistant message (the legacy completions format). With `to="dpo"`, each row becomes
-`{"input": {"messages": [...]}, "preferred_output": [...], "non_preferred_output": [...]}`.
+`{"input": {"messages": [...]}, "preferred_output": [...], "non_preferred_output": [...]}`, from a preferred
+and a non-preferred column, or from A/B choices (columns `a`, `b` and `choice`, whose value is `a` or `b`;
+a tie is skipped). A prompt given as a list of messages (JSONL) is the whole conversation.
+
+An evaluation written by `ftlab eval … --judge pairwise` (its JSON, format `eval`) becomes preference pairs
+too: each example the judge decided in both orders gives the winner's reply as preferred and the loser's as
+non-preferred, on the prompt read back from the evaluation's test file (ties and undecided examples are skipped).
 """
 
 from __future__ import annotations
@@ -18,11 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ftlab.data.schema import DataError
+from ftlab.data.near_dup import normalise
+from ftlab.data.schema import DataError, Message, parse_preference, read_test_examples
 
-Format = Literal["csv", "tsv", "jsonl"]
+Format = Literal["csv", "tsv", "jsonl", "eval"]
 PREFERRED_NAMES = ("preferred_output", "preferred", "chosen")
 NON_PREFERRED_NAMES = ("non_preferred_output", "non_preferred", "rejected")
+A_NAMES, B_NAMES = ("a", "response_a", "output_a"), ("b", "response_b", "output_b")
+CHOICE_NAMES = ("choice", "winner", "preference", "preferred")
+TIES = ("tie", "both", "neither", "none", "", "=")
 
 
 @dataclass
@@ -37,6 +47,9 @@ class Mapping:
     system_column: str | None = None
     preferred_column: str | None = None
     non_preferred_column: str | None = None
+    a_column: str | None = None
+    b_column: str | None = None
+    choice_column: str | None = None
 
 
 @dataclass
@@ -69,9 +82,20 @@ def detect_format(path: Path) -> Format:
         return "csv"
     if suffix in (".tsv", ".tab"):
         return "tsv"
+    if suffix == ".json" and _is_evaluation(path):
+        return "eval"
     if suffix in (".jsonl", ".json", ".ndjson"):
         return "jsonl"
     raise ValueError(f"cannot tell the format of '{path}' from its extension: pass --format csv|tsv|jsonl")
+
+
+def _is_evaluation(path: Path) -> bool:
+    """Whether a .json file is one evaluation written by `ftlab eval` (one object with judgements and models)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and {"judgements", "models", "test_file"} <= data.keys()
 
 
 def read_rows(path: str | Path, fmt: Format | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -148,12 +172,19 @@ def convert_file(
     *,
     fmt: Format | None = None,
     to: Literal["chat", "dpo"] = "chat",
+    test_file: str | Path | None = None,
 ) -> ConvertResult:
-    """Write chat (or DPO) JSONL from `path`; rows with an empty reply are skipped and listed."""
+    """Write chat (or DPO) JSONL from `path`; rows with an empty reply are skipped and listed. An evaluation
+    (format `eval`) becomes DPO pairs from its pairwise judgements; `test_file` stands in for the test file it
+    names when that has moved."""
     path, out = Path(path), Path(out)
     if not path.is_file():
         raise DataError("file not found", path=path)
     fmt = fmt or detect_format(path)
+    if fmt == "eval":
+        if to != "dpo":
+            raise ValueError("an evaluation's pairwise judgements become preference pairs: pass --to dpo")
+        return convert_judgements(path, out, test_file)
     mapping = mapping or Mapping()
     result = ConvertResult(out=out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -181,25 +212,23 @@ def _convert_row(
         system = _value(row, mapping.system_column, path, line)
     user = _turn(row, user_column, mapping.user_template, path, line)
     prompt = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
-    if not user.strip():
+    if not user.strip() and not isinstance(row.get(user_column), list):
         result.skipped.append((line, "empty user message"))
         return None
 
     if to == "dpo":
-        preferred = mapping.preferred_column or _pick(row, PREFERRED_NAMES)
-        rejected = mapping.non_preferred_column or _pick(row, NON_PREFERRED_NAMES)
-        if preferred is None or rejected is None:
-            raise DataError("DPO needs a preferred and a non-preferred column: pass --preferred-column and "
-                            "--non-preferred-column (or name them chosen / rejected)", path=path, line=line)
-        good, bad = _value(row, preferred, path, line), _value(row, rejected, path, line)
+        if isinstance(row.get(user_column), list):  # a whole conversation (JSONL)
+            prompt = ([] if system is None or any(m.get("role") == "system" for m in row[user_column] if
+                                                   isinstance(m, dict)) else prompt[:1]) + row[user_column]
+        outputs = _preference_outputs(row, mapping, path, line)
+        if isinstance(outputs, str):
+            result.skipped.append((line, outputs))
+            return None
+        good, bad = outputs
         if not good.strip() or not bad.strip():
             result.skipped.append((line, "empty preferred or non-preferred output"))
             return None
-        return {
-            "input": {"messages": prompt},
-            "preferred_output": [{"role": "assistant", "content": good}],
-            "non_preferred_output": [{"role": "assistant", "content": bad}],
-        }
+        return _preference_record(prompt, None, good, bad, path, line)
 
     if mapping.assistant_template is None and assistant_column is None:
         assistant_column = _pick(row, ("completion", "output", "answer", "response", "assistant"))
@@ -215,3 +244,92 @@ def _convert_row(
         user, reply = user.strip(), reply.strip()
         prompt[-1]["content"] = user
     return {"messages": [*prompt, {"role": "assistant", "content": reply}]}
+
+
+def _preference_outputs(row: dict[str, Any], mapping: Mapping, path: Path, line: int) -> tuple[str, str] | str:
+    """(preferred, non-preferred) text of a row: from its preferred and non-preferred columns, or from an A/B
+    choice. A tie is returned as the reason to skip the row."""
+    explicit = mapping.preferred_column or mapping.non_preferred_column
+    a = mapping.a_column or _pick(row, A_NAMES)
+    b = mapping.b_column or _pick(row, B_NAMES)
+    choice = mapping.choice_column or _pick(row, CHOICE_NAMES)
+    if not explicit and (mapping.choice_column or (a and b and choice)):
+        if a is None or b is None:
+            raise DataError("A/B choices need the two replies: name them a and b, or pass --a-column and "
+                            "--b-column", path=path, line=line)  # fmt: skip
+        picked = _value(row, choice, path, line).strip().lower()
+        if picked in TIES:
+            return f"{choice} is '{picked}' (a tie): no preference to learn"
+        sides = {"a": (a, b), "1": (a, b), a.lower(): (a, b), "b": (b, a), "2": (b, a), b.lower(): (b, a)}
+        if picked not in sides:
+            raise DataError(f"'{picked}' is not a choice: write a or b (or tie)", path=path, line=line, field=choice)
+        better, worse = sides[picked]
+        return _value(row, better, path, line), _value(row, worse, path, line)
+    preferred = mapping.preferred_column or _pick(row, PREFERRED_NAMES)
+    rejected = mapping.non_preferred_column or _pick(row, NON_PREFERRED_NAMES)
+    if preferred is None or rejected is None:
+        raise DataError("DPO needs a preferred and a non-preferred column (--preferred-column and "
+                        "--non-preferred-column, or columns named chosen / rejected), or A/B choices (columns a, b "
+                        "and choice)", path=path, line=line)  # fmt: skip
+    return _value(row, preferred, path, line), _value(row, rejected, path, line)
+
+
+def _preference_record(prompt: list[dict[str, Any]], tools: list[dict[str, Any]] | None, good: str, bad: str,
+                       path: Path, line: int) -> dict[str, Any]:  # fmt: skip
+    """A preference line, checked by the parser the trainer uses (so a bad prompt is named by its source line)."""
+    record = {"input": {"messages": prompt, **({"tools": tools} if tools else {})},
+              "preferred_output": [{"role": "assistant", "content": good}],
+              "non_preferred_output": [{"role": "assistant", "content": bad}]}  # fmt: skip
+    parse_preference(record, path=path, line=line)
+    return record
+
+
+def convert_judgements(path: str | Path, out: str | Path, test_file: str | Path | None = None) -> ConvertResult:
+    """Preference pairs from an evaluation's pairwise judgements (`ftlab eval … --judge pairwise`): for each
+    example decided the same way in both orders, the winner's reply is preferred over the loser's, on the
+    prompt of that line of the test file. Ties, undecided examples and identical replies are skipped."""
+    path, out = Path(path), Path(out)
+    data = json.loads(path.read_text(encoding="utf-8-sig"))
+    runs = [run for run in data.get("judgements") or [] if run.get("kind") == "pairwise"]
+    if not runs:
+        raise DataError("the evaluation has no pairwise judgements: run `ftlab eval TEST --model A --model B "
+                        "--judge pairwise --judge-model JUDGE` first", path=path)  # fmt: skip
+    test = Path(test_file or data["test_file"])
+    if not test.is_file():
+        raise DataError(f"the evaluation's test file '{test}' is not there: pass --test-file", path=path)
+    examples = {example.line: example for example in read_test_examples(test)}
+    outputs = {model["name"]: model["examples"] for model in data["models"]}
+    result = ConvertResult(out=out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", encoding="utf-8") as handle:
+        for run in runs:
+            a, b = run["summary"]["a"], run["summary"]["b"]
+            for verdicts in run["per_example"].values():
+                for row_a, row_b, verdict in zip(outputs[a], outputs[b], verdicts, strict=True):
+                    line = row_a["line"]
+                    winner = verdict["winner"]
+                    if winner not in (a, b):
+                        result.skipped.append((line, f"{a} vs {b}: " + ("a tie" if winner == "tie" else
+                                                                         "no verdict")))  # fmt: skip
+                        continue
+                    good, bad = (row_a, row_b) if winner == a else (row_b, row_a)
+                    if normalise(good["output"]) == normalise(bad["output"]):
+                        result.skipped.append((line, f"{a} vs {b}: the same reply"))
+                        continue
+                    example = examples.get(line)
+                    if example is None or example.question() != row_a["prompt"]:
+                        raise DataError(f"line {line} of the test file is not the prompt the evaluation judged: the "
+                                        "file changed since (pass the original with --test-file)",
+                                        path=test)  # fmt: skip
+                    prompt = [_message(m) for m in example.prompt_messages()]
+                    record = _preference_record(prompt, example.tools, good["output"], bad["output"], test, line)
+                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    result.written += 1
+    if not result.written:
+        raise DataError(f"no pairs: every judged example was skipped ({result.skipped[0][1]} …)"
+                        if result.skipped else "no judged examples", path=path)  # fmt: skip
+    return result
+
+
+def _message(message: Message) -> dict[str, Any]:
+    return message.model_dump(exclude_none=True)

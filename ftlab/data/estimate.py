@@ -5,6 +5,12 @@ OpenAI bills every token of every example (up to the per-example training limit;
 once per epoch — the rule of the OpenAI cookbook's data-prep notebook:
 `billed = n_epochs × Σ min(tokens(example), limit)`, with n_epochs chosen by `ftlab.config.auto_epochs`
 when "auto".
+
+Preference (DPO) data: OpenAI bills preference fine-tuning, like supervised, by the tokens of the training data
+(its RFT billing guide: "our supervised or preference fine-tuning offerings … are billed by the number of tokens
+in the training dataset"), and its price list has no separate DPO rate, so the same per-token price is used.
+How a pair's tokens are counted is not published: ftlab assumes the prompt once plus both outputs. Locally, the
+trainer processes both sequences (prompt + preferred, prompt + non-preferred), so those are what is timed.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from ftlab.config import BUNDLED_MODEL, auto_epochs
 from ftlab.data.prices import ModelPrice, PriceTable, read_prices
-from ftlab.data.schema import ChatExample, DataError
+from ftlab.data.schema import ChatExample, DataError, DataKind
 
 if TYPE_CHECKING:
     from ftlab.train.calibrate import LocalTime
@@ -105,6 +111,7 @@ class Estimate:
     path: str
     n_examples: int
     skipped_lines: list[int] = field(default_factory=list)
+    kind: DataKind = "chat"
     openai: list[OpenAICost] = field(default_factory=list)
     local_tokens: list[int] | None = None  # per example, by the local model's tokenizer and chat template
     sample: list[ChatExample] = field(default_factory=list)  # the first examples, to calibrate a local run on
@@ -113,6 +120,7 @@ class Estimate:
     def to_dict(self) -> dict:
         return {
             "file": self.path,
+            "kind": self.kind,
             "examples": self.n_examples,
             "skipped_invalid_lines": self.skipped_lines,
             "prices_as_of": PRICES_AS_OF,
@@ -132,8 +140,9 @@ def estimate_file(
     """OpenAI cost for each model in `models` (default: every priced model) and, unless `local_model` is None,
     the tokens of each example for the local model. Invalid lines are skipped (and listed); run `ftlab data
     validate` first."""
+    from ftlab.data.schema import data_kind
     from ftlab.data.stats import iter_valid_chunks
-    from ftlab.data.tokens import token_counter
+    from ftlab.data.tokens import count_pairs, token_counter
 
     models = [m.aliases[0] if m.aliases else m.name for m in PRICES.models.values()] if models is None else models
     for model in models:
@@ -148,19 +157,27 @@ def estimate_file(
     for model, counter in counters.items():
         shared[model] = next((m for m in shared.values() if counters[m].description == counter.description), model)
     tokens: dict[str, list[int]] = {model: [] for model in set(shared.values())}
+    kind = data_kind(path) if Path(path).is_file() else "chat"
     skipped: list[int] = []
     sample: list[ChatExample] = []
     n = 0
     for chunk in iter_valid_chunks(path, skipped):
         n += len(chunk)
-        sample += chunk[: SAMPLE_EXAMPLES - len(sample)]
-        for model in tokens:
-            tokens[model] += [c.total for c in counters[model].count(chunk, detail=False)]
+        if kind == "preference":  # calibrate on the sequences the trainer scores; time both of each pair
+            sample += [c for pair in chunk for c in pair.conversations()][: SAMPLE_EXAMPLES - len(sample)]
+            for model in tokens:
+                pairs = count_pairs(counters[model], chunk, detail=False)
+                local = model == shared.get(local_model)
+                tokens[model] += [p.preferred + p.non_preferred if local else p.total for p in pairs]
+        else:
+            sample += chunk[: SAMPLE_EXAMPLES - len(sample)]
+            for model in tokens:
+                tokens[model] += [c.total for c in counters[model].count(chunk, detail=False)]
         if progress:
             progress(n)
     if not n:
         raise DataError("no valid examples (run `ftlab data validate` to see why)", path=path)
-    estimate = Estimate(path=str(path), n_examples=n, skipped_lines=skipped)
+    estimate = Estimate(path=str(path), n_examples=n, skipped_lines=skipped, kind=kind)
     estimate.openai = [openai_cost(model, tokens[shared[model]], n_epochs) for model in models]
     if local_model:
         estimate.local_tokens, estimate.sample = tokens[shared[local_model]], sample

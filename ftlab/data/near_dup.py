@@ -24,7 +24,7 @@ from collections.abc import Iterable
 import numpy as np
 import regex
 
-from ftlab.data.schema import ChatExample
+from ftlab.data.schema import ChatExample, Message, PreferenceExample
 
 NUM_PERM = 64
 BANDS = 16  # 16 bands of 4 rows: pairs at Jaccard 0.8 become candidates with probability > 0.999
@@ -42,18 +42,26 @@ def normalise(text: str) -> str:
     return " ".join(text.split())
 
 
-def example_key(example: ChatExample, *, prompt_only: bool = False) -> int:
+def all_messages(example: ChatExample | PreferenceExample) -> list[Message]:
+    """Every message of an example: a preference pair's prompt, then its preferred and non-preferred output."""
+    if isinstance(example, PreferenceExample):
+        return [*example.input.messages, *example.preferred_output, *example.non_preferred_output]
+    return example.messages
+
+
+def example_key(example: ChatExample | PreferenceExample, *, prompt_only: bool = False) -> int:
     """The exact-duplicate fingerprint of an example: the same roles with the same normalised text in every
-    message (system prompt included), or, with `prompt_only`, in every message before the final assistant reply.
-    A 64-bit int, the smallest thing a dict can hold per example (collisions ~1e-9 at 200k examples)."""
-    messages = example.prompt_messages() if prompt_only else example.messages
+    message (system prompt included), or, with `prompt_only`, in every message before the final assistant reply
+    (a preference pair's input). A 64-bit int, the smallest thing a dict can hold per example (collisions ~1e-9
+    at 200k examples)."""
+    messages = example.prompt_messages() if prompt_only else all_messages(example)
     data = json.dumps([[m.role, normalise(m.text)] for m in messages], ensure_ascii=False).encode()
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
 
 
-def example_text(example: ChatExample) -> str:
+def example_text(example: ChatExample | PreferenceExample) -> str:
     """The text compared for duplicates: every message but the system prompt (shared by design)."""
-    return "\n".join(m.text for m in example.messages if m.role not in ("system", "developer"))
+    return "\n".join(m.text for m in all_messages(example) if m.role not in ("system", "developer"))
 
 
 def shingles(text: str, size: int = SHINGLE) -> list[bytes]:

@@ -1,4 +1,8 @@
-"""Token and message statistics of a chat JSONL file, counted with the target model's tokenizer."""
+"""Token and message statistics of a chat or preference JSONL file, counted with the target model's tokenizer.
+
+A preference pair counts its prompt once and both outputs (`tokens.count_pairs`); its "trained" tokens are
+both outputs, and its roles include `preferred_output` and `non_preferred_output`.
+"""
 
 from __future__ import annotations
 
@@ -8,26 +12,37 @@ from pathlib import Path
 
 import numpy as np
 
-from ftlab.data.schema import ChatExample, DataError, iter_lines, parse_example
-from ftlab.data.tokens import token_counter
+from ftlab.data.schema import (
+    ChatExample,
+    DataError,
+    DataKind,
+    PreferenceExample,
+    data_kind,
+    iter_lines,
+    parse_example,
+    parse_preference,
+)
+from ftlab.data.tokens import count_pairs, token_counter
 
 PERCENTILES = (5, 25, 50, 75, 95, 99)
 CHUNK = 256
 
 
-def iter_valid_examples(path: str | Path, skipped: list[int]) -> Iterator[ChatExample]:
-    """The examples that parse, streaming; line numbers of the others are appended to `skipped`."""
+def iter_valid_examples(path: str | Path, skipped: list[int]) -> Iterator[ChatExample | PreferenceExample]:
+    """The examples that parse (chat or preference, as the file's first line tells), streaming; line numbers of
+    the others are appended to `skipped`."""
     path = Path(path)
     if not path.is_file():
         raise DataError("file not found", path=path)
+    parse = parse_preference if data_kind(path) == "preference" else parse_example
     for number, text in iter_lines(path):
         try:
-            yield parse_example(text, path=path, line=number)
+            yield parse(text, path=path, line=number)
         except DataError:
             skipped.append(number)
 
 
-def iter_valid_chunks(path: str | Path, skipped: list[int]) -> Iterator[list[ChatExample]]:
+def iter_valid_chunks(path: str | Path, skipped: list[int]) -> Iterator[list[ChatExample] | list[PreferenceExample]]:
     """`iter_valid_examples` in lists of up to CHUNK examples: tokenizers count a batch much faster than one."""
     chunk: list[ChatExample] = []
     for example in iter_valid_examples(path, skipped):
@@ -58,10 +73,12 @@ class DatasetStats:
     messages: np.ndarray  # messages per example
     by_role: dict[str, np.ndarray] = field(default_factory=dict)  # role -> tokens per example (0 when absent)
     skipped_lines: list[int] = field(default_factory=list)
+    kind: DataKind = "chat"
 
     def to_dict(self) -> dict:
         return {
             "file": self.path,
+            "kind": self.kind,
             "counted_with": self.counted_with,
             "examples": int(len(self.total)),
             "skipped_invalid_lines": self.skipped_lines,
@@ -77,17 +94,19 @@ def stats_file(
 ) -> DatasetStats:
     """Per-example token counts (total, per role, trained) and message counts; invalid lines are skipped."""
     counter = token_counter(model)
+    kind = data_kind(path) if Path(path).is_file() else "chat"
     skipped: list[int] = []
     totals: list[int] = []
     trained: list[int] = []
     messages: list[int] = []
     roles: dict[str, list[int]] = {}
     for chunk in iter_valid_chunks(path, skipped):
-        for example, counts in zip(chunk, counter.count(chunk), strict=True):
+        counted = count_pairs(counter, chunk) if kind == "preference" else counter.count(chunk)
+        for example, counts in zip(chunk, counted, strict=True):
             index = len(totals)
             totals.append(counts.total)
             trained.append(counts.trained)
-            messages.append(len(example.messages))
+            messages.append(len(example.prompt_messages()) + 2 if kind == "preference" else len(example.messages))
             for role, n in counts.by_role.items():
                 column = roles.setdefault(role, [])
                 column.extend([0] * (index - len(column)))
@@ -106,6 +125,7 @@ def stats_file(
         messages=np.array(messages),
         by_role={role: np.array(values) for role, values in sorted(roles.items())},
         skipped_lines=skipped,
+        kind=kind,
     )
 
 
@@ -123,10 +143,10 @@ def save_histogram_png(stats: DatasetStats, path: str | Path, max_length: int | 
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, values, title in (
-        (axes[0], stats.total, "tokens per example"),
-        (axes[1], stats.trained, "assistant (trained) tokens per example"),
-    ):
+    trained = "assistant (trained) tokens per example"
+    if stats.kind == "preference":
+        trained = "output tokens (both) per pair"
+    for ax, values, title in ((axes[0], stats.total, "tokens per example"), (axes[1], stats.trained, trained)):
         ax.hist(values, bins=30, color="#4c72b0")
         ax.set_title(title)
         ax.set_xlabel("tokens")

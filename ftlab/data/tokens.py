@@ -22,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
-from ftlab.data.schema import ChatExample, Message, template_messages
+from ftlab.data.schema import ChatExample, Message, PreferenceExample, template_messages
 
 # From tiktoken_ext/openai_public.py (tiktoken 0.14): the sha256 of each rank file, its split pattern and
 # its special tokens.
@@ -206,6 +206,39 @@ class ChatTemplateCounter:
 
     def count_prompt(self, example: ChatExample) -> int:
         return self._lengths([self._render(example.messages[: _first_trained(example)], generation_prompt=True)])[0]
+
+
+@dataclass
+class PairTokens(ExampleTokens):
+    """Token counts of a preference pair. `total` counts the prompt once and both outputs (what ftlab reports
+    and prices); `preferred` and `non_preferred` are the two sequences the trainer scores, each prompt included.
+    `by_role` holds the prompt's roles and, as `preferred_output` / `non_preferred_output`, the outputs;
+    `trained` is both outputs."""
+
+    prompt: int = 0
+    preferred: int = 0
+    non_preferred: int = 0
+
+
+def count_pairs(counter: TokenCounter, pairs: list[PreferenceExample], detail: bool = True) -> list[PairTokens]:
+    """Token counts of preference pairs: each pair's two conversations counted as chat examples, its prompt
+    counted once (`detail=False`: totals and sequence lengths only)."""
+    conversations = [pair.conversations() for pair in pairs]
+    counts = counter.count([c for pair in conversations for c in pair], detail=detail)
+    out = []
+    for index, (preferred, _) in enumerate(conversations):
+        better, worse = counts[2 * index], counts[2 * index + 1]
+        prompt = counter.count_prompt(preferred)
+        result = PairTokens(total=better.total + worse.total - prompt, prompt=prompt, preferred=better.total,
+                            non_preferred=worse.total, trained=better.trained + worse.trained)  # fmt: skip
+        if detail:
+            result.by_role = dict(better.by_role)
+            prompt_assistant = result.by_role.pop("assistant", 0) - better.trained
+            if prompt_assistant:
+                result.by_role["assistant"] = prompt_assistant
+            result.by_role |= {"preferred_output": better.trained, "non_preferred_output": worse.trained}
+        out.append(result)
+    return out
 
 
 def token_counter(model: str) -> TokenCounter:

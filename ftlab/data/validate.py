@@ -29,14 +29,24 @@ from ftlab.data.labels import SHAPES, LabelReport, LabelTally
 from ftlab.data.near_dup import (
     DEFAULT_JACCARD,
     Signatures,
+    all_messages,
     clusters,
     example_key,
     example_text,
     minhash_pairs,
     normalise,
 )
-from ftlab.data.schema import ChatExample, DataError, Message, parse_example
-from ftlab.data.tokens import OpenAICounter, TokenCounter, token_counter
+from ftlab.data.schema import (
+    ChatExample,
+    DataError,
+    DataKind,
+    Message,
+    PreferenceExample,
+    data_kind,
+    parse_example,
+    parse_preference,
+)
+from ftlab.data.tokens import OpenAICounter, TokenCounter, count_pairs, token_counter
 
 MIN_EXAMPLES = 10  # OpenAI rejects smaller training files
 MAX_FINDINGS_PER_CHECK = 200
@@ -63,13 +73,17 @@ CHECKS: dict[str, Check] = {check.id: check for check in (
           'make every line one complete JSON object: {"messages": [{"role": ..., "content": ...}, ...]}'),
     Check("schema", "error",
           "missing `messages`, unknown keys, unknown roles, missing content, no assistant message: the trainer's own "
-          "parser (`parse_example`), so the wording is the same. Tool calls, tool messages and `weight` are valid",
-          "fix the field named; the format is OpenAI's chat fine-tuning JSONL"),
+          "parser (`parse_example`), so the wording is the same. Tool calls, tool messages and `weight` are valid. "
+          "A preference (DPO) file, told by its first line, is read by `parse_preference`: `input.messages`, and "
+          "`preferred_output` and `non_preferred_output` of one assistant message each",
+          "fix the field named; the format is OpenAI's chat (or preference) fine-tuning JSONL"),
     Check("empty_user", "error", "an empty or whitespace-only user message (OpenAI refuses empty content)",
           "write the user's message, or drop the example"),
     Check("empty_assistant", "error; warning with weight 0 (not trained)",
-          "an empty or whitespace-only assistant reply without tool calls",
+          "an empty or whitespace-only assistant reply (or preference output) without tool calls",
           "write the reply the model should learn, or drop the example"),
+    Check("identical_outputs", "warning", "a preference pair whose two outputs are the same text: nothing to learn",
+          "make the non-preferred output the reply you want less, or drop the pair"),
     Check("not_ending_with_assistant", "warning", "messages after the last assistant reply",
           "end each conversation with the assistant reply to learn; later turns are not trained"),
     Check("too_long", "warning", "an example over the training length, with the tokens that would be cut",
@@ -85,7 +99,9 @@ CHECKS: dict[str, Check] = {check.id: check for check in (
           "remove the repeats (`ftlab data dedup`): they over-weight one example"),
     Check("near_duplicate", "warning", f"character 3-gram MinHash, Jaccard ≥ {DEFAULT_JACCARD}, so Japanese works",
           "review these lines; `ftlab data dedup` keeps the first of each cluster"),
-    Check("conflicting_answers", "warning", "the same prompt with different final answers",
+    Check("conflicting_answers", "warning",
+          "the same prompt with different final answers; in preference data, a pair preferred one way on one line "
+          "and the other way on another",
           "decide which answer is right: the model cannot learn two answers to one prompt"),
     Check("mixed_system_prompts", "warning", "more than one system prompt across the file",
           "use the system prompt you will deploy with, the same in every example"),
@@ -136,6 +152,7 @@ class ValidationReport:
     model: str | None
     tokenizer: str | None
     max_length: int | None
+    kind: DataKind = "chat"
     n_lines: int = 0
     n_examples: int = 0
     findings: list[Finding] = field(default_factory=list)
@@ -161,6 +178,7 @@ class ValidationReport:
     def to_dict(self) -> dict:
         return {
             "file": self.path,
+            "kind": self.kind,
             "model": self.model,
             "tokenizer": self.tokenizer,
             "max_length": self.max_length,
@@ -222,6 +240,15 @@ def _schema_fix(error: DataError) -> str:
         return CHECKS["json"].fix
     if "prompt-completion" in detail:
         return "convert it: `ftlab data convert FILE --out chat.jsonl` turns prompt/completion into messages"
+    if "looks like preference data" in detail or "line is chat data" in detail:
+        return ("a file holds one kind of data, told by its first line: chat examples (messages) for method "
+                "supervised, preference pairs (input, preferred_output, non_preferred_output) for method dpo")
+    if "unknown key" in detail and error.field and "messages[" not in error.field and "output[" not in error.field:
+        if error.field.startswith("input."):
+            return "remove or rename the key (allowed in input: messages, tools, parallel_tool_calls)"
+        if error.message_index is None and "." not in error.field and error.field not in ("messages",):
+            return ("remove or rename the key (a chat line has messages, tools, parallel_tool_calls, metadata; a "
+                    "preference line input, preferred_output, non_preferred_output, metadata)")
     if "unknown key" in detail:
         return "remove or rename the key (allowed: role, content, name, weight, tool_calls, tool_call_id)"
     if "unknown role" in detail:
@@ -243,30 +270,49 @@ class _TokenCheck:
         self.totals = array("l")
         self.cut_tokens = 0
 
-    def add(self, examples: list[ChatExample]) -> None:
+    def add(self, examples: list[ChatExample] | list[PreferenceExample]) -> None:
+        if examples and isinstance(examples[0], PreferenceExample):
+            self._add_pairs(examples)
+            return
         for example, counts in zip(examples, self.counter.count(examples, detail=False), strict=True):
             self.totals.append(counts.total)
-            if counts.total <= self.max_length:
-                continue
-            over = counts.total - self.max_length
-            self.cut_tokens += over
-            prompt = self.counter.count_prompt(example)
-            if prompt >= self.max_length:
-                self.findings.add(
-                    "error",
-                    "nothing_trained",
-                    f"{counts.total} tokens; the part before the first assistant reply alone is {prompt} tokens, "
-                    f"over the training length {self.max_length}: nothing of this example would be learned",
-                    [example.line],
-                )
-            else:
-                self.findings.add(
-                    "warning",
-                    "too_long",
-                    f"{counts.total} tokens, over the training length {self.max_length}: the last {over} tokens "
-                    "would be cut",
-                    [example.line],
-                )
+            self._check_length(example.line, counts.total, lambda e=example: self.counter.count_prompt(e))
+
+    def _add_pairs(self, pairs: list[PreferenceExample]) -> None:
+        """A pair counts its prompt and both outputs; each of its two sequences must fit the training length."""
+        for pair, counts in zip(pairs, count_pairs(self.counter, pairs, detail=False), strict=True):
+            self.totals.append(counts.total)
+            for field_name, length in (("preferred_output", counts.preferred), ("non_preferred_output",
+                                                                                 counts.non_preferred)):
+                if self._check_length(pair.line, length, lambda n=counts.prompt: n, field_name) == "nothing_trained":
+                    break  # the prompt is the same for both: one error says it
+
+    def _check_length(self, line: int | None, total: int, prompt: Callable[[], int],
+                      field_name: str | None = None) -> str | None:  # fmt: skip
+        """Report a sequence of `total` tokens over the training length; `prompt()` counts its prompt."""
+        if total <= self.max_length:
+            return None
+        over = total - self.max_length
+        self.cut_tokens += over
+        prompt_tokens = prompt()
+        what = f"the prompt with {field_name}: " if field_name else ""
+        if prompt_tokens >= self.max_length:
+            self.findings.add(
+                "error",
+                "nothing_trained",
+                f"{what}{total} tokens; the part before the first assistant reply alone is {prompt_tokens} tokens, "
+                f"over the training length {self.max_length}: nothing of this example would be learned",
+                [line],
+            )
+            return "nothing_trained"
+        self.findings.add(
+            "warning",
+            "too_long",
+            f"{what}{total} tokens, over the training length {self.max_length}: the last {over} tokens would be cut",
+            [line],
+            field=field_name,
+        )
+        return "too_long"
 
     def summary(self) -> dict:
         if not self.totals:
@@ -303,8 +349,27 @@ def _is_empty(message: Message) -> bool:
     return not message.text.strip()
 
 
-def _check_example(example: ChatExample, findings: _Findings) -> None:
+def _check_preference(pair: PreferenceExample, findings: _Findings) -> None:
+    """The checks of one parsed preference pair on its own."""
+    for index, message in enumerate(pair.input.messages):
+        if message.role == "user" and _is_empty(message):
+            findings.add("error", "empty_user", "the user message is empty", [pair.line],
+                         field=f"input.messages[{index}].content")  # fmt: skip
+    for key, message in zip(("preferred_output", "non_preferred_output"), pair.outputs(), strict=True):
+        if _is_empty(message):
+            findings.add("error", "empty_assistant", f"the {key.replace('_', ' ')} is empty", [pair.line],
+                         field=f"{key}[0].content")  # fmt: skip
+    preferred, non_preferred = pair.outputs()
+    if _text_key(preferred.text) == _text_key(non_preferred.text):
+        findings.add("warning", "identical_outputs", "the preferred and the non-preferred output are the same text",
+                     [pair.line])  # fmt: skip
+
+
+def _check_example(example: ChatExample | PreferenceExample, findings: _Findings) -> None:
     """The checks of one parsed example on its own."""
+    if isinstance(example, PreferenceExample):
+        _check_preference(example, findings)
+        return
     number = example.line
     for index, message in enumerate(example.messages):
         if message.role == "user" and _is_empty(message):
@@ -340,28 +405,36 @@ class _Repeats:
         self.seen: dict[int, int] = {}  # example key -> first line
         self.duplicate_groups: dict[int, list[int]] = {}  # first line -> lines repeating it
         self.prompts: dict[int, tuple[int, int]] = {}  # prompt key -> (first line, answer key)
+        self.pairs: dict[tuple[int, int, int], int] = {}  # (prompt, preferred, non-preferred key) -> first line
         self.conflicts: dict[int, list[int]] = {}  # first line of a prompt -> lines with a different answer
         self.systems: dict[str | None, list[int]] = {}  # system prompt -> [count, first line]
         self.n_weight0 = self.n_tool = 0
 
-    def add(self, example: ChatExample) -> None:
+    def add(self, example: ChatExample | PreferenceExample) -> None:
         number = example.line
+        messages = all_messages(example)
         self.example_lines.append(number)
-        self.n_weight0 += sum(m.role == "assistant" and m.weight == 0 for m in example.messages)
-        self.n_tool += any(m.tool_calls or m.role == "tool" for m in example.messages)
+        self.n_weight0 += sum(m.role == "assistant" and m.weight == 0 for m in messages)
+        self.n_tool += any(m.tool_calls or m.role == "tool" for m in messages)
         key = example_key(example)
         if key in self.seen:
             self.duplicate_groups.setdefault(self.seen[key], []).append(number)
         else:
             self.seen[key] = number
-        prompt, answer = example_key(example, prompt_only=True), _text_key(example.reference())
-        if prompt in self.prompts:
+        prompt = example_key(example, prompt_only=True)
+        if isinstance(example, PreferenceExample):  # a conflict is the same pair, preferred the other way
+            better, worse = (_text_key(m.text) for m in example.outputs())
+            first = self.pairs.get((prompt, worse, better))
+            if first is not None:
+                self.conflicts.setdefault(first, []).append(number)
+            self.pairs.setdefault((prompt, better, worse), number)
+        elif prompt in self.prompts:
             first, first_answer = self.prompts[prompt]
-            if answer != first_answer:
+            if _text_key(example.reference()) != first_answer:
                 self.conflicts.setdefault(first, []).append(number)
         else:
-            self.prompts[prompt] = (number, answer)
-        system = next((m.text for m in example.messages if m.role in ("system", "developer")), None)
+            self.prompts[prompt] = (number, _text_key(example.reference()))
+        system = next((m.text for m in messages if m.role in ("system", "developer")), None)
         entry = self.systems.setdefault(system[:500] if system else None, [0, number])
         entry[0] += 1
 
@@ -392,7 +465,8 @@ class _Repeats:
             findings.add(
                 "warning",
                 "conflicting_answers",
-                f"the same prompt has {len(lines) + 1} different final answers",
+                f"the same prompt has {len(lines) + 1} different final answers" if not self.pairs else
+                "the same two outputs are preferred one way here and the other way there",
                 [first, *lines],
             )
         if len(self.systems) > 1:
@@ -427,8 +501,9 @@ def validate_file(
     first_error: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> ValidationReport:
-    """Check a chat JSONL file for training `model` (an OpenAI name holds it to OpenAI's rules; None: no target).
-    `tokens=False` (or no model) skips the token checks; `progress(done_bytes, total_bytes)`.
+    """Check a chat or preference JSONL file (the kind is told by its first line, `schema.data_kind`) for training
+    `model` (an OpenAI name holds it to OpenAI's rules; None: no target). `tokens=False` (or no model) skips the
+    token checks; `progress(done_bytes, total_bytes)`.
 
     `labels` (or `infer_labels`) adds the label checks on the final assistant reply of each example.
     `first_error=True` is what an upload needs: only errors, and the report ends at the first one (so it is the
@@ -440,15 +515,17 @@ def validate_file(
         raise DataError("file not found", path=path)
     counter = token_counter(model) if model and tokens and not first_error else None
     limit = _max_length_for(model, counter, max_length) if counter else None
+    kind = data_kind(path)
+    parse = parse_preference if kind == "preference" else parse_example
     report = ValidationReport(
-        path=str(path), model=model, tokenizer=counter.description if counter else None, max_length=limit
+        path=str(path), model=model, tokenizer=counter.description if counter else None, max_length=limit, kind=kind
     )
     findings = _Findings(report, errors_only=first_error)
     lengths = _TokenCheck(counter, limit, findings) if counter else None
     tally = LabelTally(labels) if (labels or infer_labels) and not first_error else None
     repeats = None if first_error else _Repeats()
     total_bytes = os.path.getsize(path)
-    chunk: list[ChatExample] = []
+    chunk: list[ChatExample | PreferenceExample] = []
 
     def flush() -> None:
         if lengths:
@@ -483,7 +560,7 @@ def validate_file(
         if not text.strip():
             continue
         try:
-            example = parse_example(text, path=path, line=number)
+            example = parse(text, path=path, line=number)
         except DataError as error:
             check = "json" if "JSON" in error.detail else "schema"
             findings.add(
@@ -501,7 +578,7 @@ def validate_file(
         if repeats:
             repeats.add(example)
         if tally:
-            tally.add(number, example.reference())
+            tally.add(number, example.outputs()[0].text if kind == "preference" else example.reference())
 
         chunk.append(example)
         if len(chunk) >= CHUNK:

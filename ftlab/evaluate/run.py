@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ftlab.data.schema import ChatExample, read_examples, template_messages
+from ftlab.data.schema import ChatExample, read_test_examples, template_messages
 from ftlab.evaluate.compare import compare_scores
 from ftlab.evaluate.metrics import aggregate, auto_metrics, score_example
 from ftlab.infer.backend import ChatBackend, open_backend
@@ -221,7 +221,7 @@ def evaluate(test_file: str | Path, specs: Sequence[ModelRef], options: EvalOpti
     """Evaluate every model on the test file and compare each with the baseline."""
     options = options or EvalOptions()
     options.check()
-    examples = read_examples(test_file)
+    examples = read_test_examples(test_file)
     metrics = options.metrics or auto_metrics([e.reference() for e in examples], options.labels)
     if options.labels and "label" not in metrics:
         metrics = [*metrics, "label"]

@@ -26,6 +26,7 @@ from typing import Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ftlab.config import TrainConfig
 from ftlab.models import (
     BUNDLED_GGUF,
     ModelNotFound,
@@ -121,8 +122,14 @@ def base_label(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "-", label) or "model"
 
 
+def base_model_of(job: Job) -> str:
+    """The base model a job tuned: its run's (a DPO job that continued a fine-tuned model has `model` ft:…)."""
+    return job.run.base_model if job.run is not None and job.run.base_model else job.model
+
+
 def fine_tuned_model_name(job: Job) -> str:
-    return f"ft:{base_label(job.model)}:{organization()}:{job.suffix or ''}:{job.id.removeprefix('ftjob-')[:8]}"
+    base = base_label(base_model_of(job))
+    return f"ft:{base}:{organization()}:{job.suffix or ''}:{job.id.removeprefix('ftjob-')[:8]}"
 
 
 def checkpoint_model_name(job: Job, step: int) -> str:
@@ -153,8 +160,9 @@ def find_fine_tuned(db: Session, name: str) -> tuple[Job, Checkpoint | None]:
         raise ModelNotFound(f"the id '{key}' matches {len(jobs)} fine-tuning jobs ({', '.join(j.id for j in jobs)}): "
                             "give more of it")  # fmt: skip
     [job] = jobs
-    if base and base != base_label(job.model):
-        raise ModelNotFound(f"the model with id '{key}' was fine-tuned from '{base_label(job.model)}', not '{base}'")
+    if base and base != base_label(base_model_of(job)):
+        raise ModelNotFound(f"the model with id '{key}' was fine-tuned from '{base_label(base_model_of(job))}', not "
+                            f"'{base}'")  # fmt: skip
     if suffix and suffix != (job.suffix or ""):
         raise ModelNotFound(f"the model with id '{key}' has the suffix '{job.suffix or ''}', not '{suffix}'")
     if job.model_deleted:
@@ -181,7 +189,7 @@ def _fine_tuned_ref(db: Session, name: str) -> ModelRef:
         if not final:
             raise ModelNotFound(f"job {job.id} recorded no final model folder")
         folder, created, epoch, step = Path(final), job.finished_at or job.created_at, None, None
-    ref = _checkpoint_ref(name, folder, job.model, run_dir, epoch, step)
+    ref = _checkpoint_ref(name, folder, base_model_of(job), run_dir, epoch, step)
     ref.kind, ref.created = "ft", created
     return ref
 
@@ -369,3 +377,38 @@ def _with_adapter(text: str, adapter: str | Path | None) -> str:
     if kind_of(text) != "base":
         raise ValueError("--adapter goes with a plain base model name")
     return f"{text}+{adapter}"
+
+
+# --- the adapter a run starts from (TrainConfig.init_adapter) ----------------------------------------------------
+
+
+def resolve_init_adapter(config: TrainConfig, *, db: Session | None = None, download: bool = True) -> TrainConfig:
+    """The config with `init_adapter` as the adapter folder it names (any spelling here: a folder, run:DIR@best, an
+    ft: name) and `model` as that adapter's base. The adapter keeps its own shape (LoRA or DoRA, r, alpha,
+    dropout, target modules), which replaces the defaults; a base or shape set explicitly to something else is
+    refused, like a name that resolves to nothing (`ModelNotFound`). Resolving again gives the same config."""
+    if not config.init_adapter:
+        return config
+    start = resolve_ref(config.init_adapter, db=db, download=download)
+    if start.adapter is None:
+        raise ModelNotFound(f"init_adapter '{config.init_adapter}' is a whole model, not an adapter: name it as the "
+                            "base model instead (--model)")  # fmt: skip
+    saved = json.loads((start.adapter / "adapter_config.json").read_text(encoding="utf-8"))
+    modules = saved["target_modules"]
+    shape = {"model": start.model, "adapter": "dora" if saved.get("use_dora") else "lora", "lora_r": saved["r"],
+             "lora_alpha": saved["lora_alpha"], "lora_dropout": saved.get("lora_dropout") or 0.0,
+             "lora_target_modules": sorted(modules) if isinstance(modules, list) else modules}  # fmt: skip
+    clashes = [f"{name} {getattr(config, name)!r} (the adapter's is {value!r})" for name, value in shape.items()
+               if name in config.model_fields_set and not _same_setting(name, getattr(config, name), value)]
+    if clashes:
+        raise ModelNotFound(f"init_adapter {start.adapter} continues with its own base and shape, not: "
+                            + "; ".join(clashes))  # fmt: skip
+    return config.model_copy(update={**shape, "init_adapter": str(start.adapter.resolve())})
+
+
+def _same_setting(name: str, given: object, saved: object) -> bool:
+    if name == "model" and given != saved:
+        return Path(str(given)).expanduser().resolve() == Path(str(saved)).expanduser().resolve()
+    if name == "lora_target_modules" and isinstance(given, list) and isinstance(saved, list):
+        return sorted(given) == sorted(saved)
+    return given == saved

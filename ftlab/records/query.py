@@ -162,15 +162,17 @@ def run_row(db: Session, run: Run) -> RunRow:
 
 
 def run_metrics(db: Session, run: Run, after_step: int = 0) -> list[dict[str, Any]]:
-    """Metric rows of a run after a step (the dashboard polls with the last step it has)."""
+    """Metric rows of a run after a step (the dashboard polls with the last step it has), with any further
+    train_/valid_ numbers a row carries (DPO's reward margin and accuracy)."""
     rows = db.execute(
         select(RunMetric.step, RunMetric.train_loss, RunMetric.valid_loss, RunMetric.train_mean_token_accuracy,
-               RunMetric.valid_mean_token_accuracy)
+               RunMetric.valid_mean_token_accuracy, RunMetric.data)
         .where(RunMetric.run_pk == run.pk, RunMetric.step > after_step)
         .order_by(RunMetric.step)
     )  # fmt: skip
     keys = ("step", "train_loss", "valid_loss", "train_mean_token_accuracy", "valid_mean_token_accuracy")
-    return [dict(zip(keys, row, strict=True)) for row in rows]
+    return [{**{k: v for k, v in (row[-1] or {}).items() if k.startswith(("train_", "valid_")) and k not in keys},
+             **dict(zip(keys, row[:-1], strict=True))} for row in rows]  # fmt: skip
 
 
 def live_metrics(db: Session, run: Run, after_step: int = 0) -> dict[str, Any]:

@@ -28,7 +28,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import ftlab
-from ftlab.data.schema import DataError, file_sha256, read_examples
+from ftlab.data.schema import (
+    DataError,
+    PreferenceExample,
+    data_kind,
+    file_sha256,
+    read_examples,
+    read_preferences,
+)
 from ftlab.records.db import database_url, init_db, session_scope
 from ftlab.records.tables import (
     Checkpoint,
@@ -85,8 +92,11 @@ def _timestamp(iso: str | None) -> int | None:
 
 
 def summarize_dataset(path: str | Path) -> dict[str, Any]:
-    """What reading the file as chat JSONL finds: example and message counts, or the first error (with its line)."""
+    """What reading the file as chat (or preference) JSONL finds: example and message counts, or the first error
+    (with its line)."""
     try:
+        if Path(path).is_file() and data_kind(path) == "preference":
+            return _summarize_preferences(read_preferences(path))
         examples = read_examples(path)
     except DataError as exc:
         return {"valid": False, "error": str(exc), "line": exc.line, "field": exc.field}
@@ -102,6 +112,18 @@ def summarize_dataset(path: str | Path) -> dict[str, Any]:
         "untrained_assistant_messages": sum(
             m.role == "assistant" and not m.trained for e in examples for m in e.messages
         ),
+    }
+
+
+def _summarize_preferences(pairs: list[PreferenceExample]) -> dict[str, Any]:
+    return {
+        "valid": True,
+        "kind": "preference",
+        "n_examples": len(pairs),
+        "messages_by_role": dict(Counter(m.role for p in pairs for m in p.input.messages)),
+        "with_system_prompt": sum(p.input.messages[0].role == "system" for p in pairs),
+        "with_tools": sum(bool(p.input.tools) for p in pairs),
+        "multi_turn": sum(sum(m.role == "user" for m in p.input.messages) > 1 for p in pairs),
     }
 
 
@@ -173,15 +195,17 @@ def record_dataset(
 
 
 def read_metrics_csv(path: str | Path) -> list[dict[str, Any]]:
-    """The recipe's metrics.csv as dicts (empty cells become None)."""
+    """The recipe's metrics.csv as dicts (empty cells become None); columns beyond `METRIC_FIELDS` (DPO's reward
+    margin and accuracy) go under "data"."""
     path = Path(path)
     if not path.exists():
         return []
     with open(path, newline="") as handle:
         return [
-            {"step": int(row["step"]), **{k: float(row[k]) if row.get(k) else None for k in METRIC_FIELDS}}
+            {"step": int(row["step"]), **{k: float(row[k]) if row.get(k) else None for k in METRIC_FIELDS},
+             "data": {k: float(v) for k, v in row.items() if k != "step" and k not in METRIC_FIELDS and v}}
             for row in csv.DictReader(handle)
-        ]
+        ]  # fmt: skip
 
 
 def _run_for_folder(db: Session, folder: Path) -> Run | None:
@@ -391,7 +415,7 @@ def _complete_metrics(db: Session, run_pk: int, rows: list[dict[str, Any]], tota
     stale = recorded - {r["step"] for r in rows}
     if stale:
         db.execute(delete(RunMetric).where(RunMetric.run_pk == run_pk, RunMetric.step.in_(stale)))
-    db.add_all(RunMetric(run_pk=run_pk, step=r["step"], total_steps=total_steps, data={},
+    db.add_all(RunMetric(run_pk=run_pk, step=r["step"], total_steps=total_steps, data=r["data"],
                          **{k: r[k] for k in METRIC_FIELDS})
                for r in rows if r["step"] not in recorded)  # fmt: skip
 

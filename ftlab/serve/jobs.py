@@ -17,10 +17,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ftlab.config import TrainConfig, explain, runs_dir
+from ftlab.data.schema import data_kind
 from ftlab.data.validate import example_count_finding, server_min_examples
-from ftlab.infer.refs import organization
-from ftlab.models import base_problem
+from ftlab.infer.refs import organization, resolve_init_adapter
+from ftlab.models import ModelNotFound, base_problem
 from ftlab.records.tables import Checkpoint, Job, JobEvent, Run, new_id, now
+from ftlab.serve import catalog
 from ftlab.serve.auth import Caller
 from ftlab.serve.errors import APIError, bad_request, not_found
 from ftlab.serve.files import get_file, stored_path
@@ -28,6 +30,8 @@ from ftlab.serve.schemas import JobCreate
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 OPENAI_HYPERPARAMETERS = ("batch_size", "learning_rate_multiplier", "n_epochs")
+KIND_WORDS = {"chat": "chat examples (messages)",
+              "preference": "preference pairs (input, preferred_output, non_preferred_output)"}
 CHECKPOINT_METRICS = (
     "train_loss",
     "train_mean_token_accuracy",
@@ -97,16 +101,48 @@ def _integrations(integrations: list[dict[str, Any]] | None) -> list[dict[str, A
     return checked
 
 
-def _train_config(request: JobCreate) -> TrainConfig:
+def _starting_point(db: Session, request: JobCreate, caller: Caller) -> tuple[str, str | None]:
+    """The base model to load and, when `model` is a fine-tuned model of the caller's project (`ft:…`: OpenAI's
+    way to go on from one), the adapter to start from (method dpo). A model that cannot be had is a 400."""
+    unavailable = f"Model {request.model} is not available for fine-tuning or does not exist"
+    if not request.model.startswith("ft:"):
+        problem = base_problem(request.model, download=False)
+        if problem:
+            raise bad_request(f"{unavailable}: {problem}", param="model", code="model_not_available")
+        return request.model, None
+    try:
+        start = catalog.resolve(db, request.model, caller)  # another project's model is as absent as a typo
+    except APIError as exc:
+        raise bad_request(f"{unavailable}: {exc.message}", param="model", code="model_not_available") from None
+    if start.adapter is None:  # a full fine-tune: a base model of its own
+        return start.model, None
+    if request.method is None or request.method.type != "dpo":
+        raise bad_request(f"Model {request.model} is an adapter on {start.model}: going on from one is supported "
+                          f"for method 'dpo' (the adapter is where it starts and what it is held to); for "
+                          f"supervised tuning name its base, {start.model}", param="model",
+                          code="model_not_available")  # fmt: skip
+    return start.model, str(start.adapter)
+
+
+def _train_config(request: JobCreate, model: str, init_adapter: str | None) -> TrainConfig:
     """The job's `TrainConfig`: its own fields (model, seed, suffix, method.type), then `hyperparameters`, then
-    `method.supervised.hyperparameters`. A bad value is a 400 naming the parameter it came from."""
-    given = {"model": ("model", request.model)}  # setting -> (request parameter, value)
+    `method.<type>.hyperparameters` (`supervised` or `dpo`). A bad value is a 400 naming the parameter it came
+    from."""
+    given = {"model": ("model", model)}  # setting -> (request parameter, value)
+    if init_adapter:
+        given["init_adapter"] = ("model", init_adapter)
     given |= {name: (name, value) for name in ("seed", "suffix") if (value := getattr(request, name)) is not None}
     sources = [("hyperparameters", request.hyperparameters)]
     if request.method is not None:
-        given["method"] = ("method.type", request.method.type)
-        supervised = request.method.supervised
-        sources.append(("method.supervised.hyperparameters", supervised and supervised.hyperparameters))
+        kind = request.method.type
+        given["method"] = ("method.type", kind)
+        for other in ("supervised", "dpo", "reinforcement"):
+            if other != kind and getattr(request.method, other) is not None:
+                raise bad_request(f"method.{other} is given but method.type is '{kind}'", param=f"method.{other}",
+                                  code="invalid_value")  # fmt: skip
+        settings = getattr(request.method, kind, None)
+        if settings is not None and kind != "reinforcement":
+            sources.append((f"method.{kind}.hyperparameters", settings.hyperparameters))
     for prefix, hyperparameters in sources:
         values = hyperparameters.model_dump(exclude_none=True) if hyperparameters else {}
         given |= {name: (f"{prefix}.{name}", value) for name, value in values.items()}
@@ -116,12 +152,14 @@ def _train_config(request: JobCreate) -> TrainConfig:
         setting, message = explain(exc.errors()[0])
         param = given[setting][0] if setting in given else None
         code = "unsupported_method" if setting == "method" else "invalid_value"
-        raise bad_request(f"Invalid value for '{param or setting}': {message}", param=param, code=code) from None
+        text = f"Invalid value for '{param or setting}': {message}" if setting else f"Invalid settings: {message}"
+        raise bad_request(text, param=param, code=code) from None
 
 
-def _examples_of(db: Session, file_id: str, param: str, caller: Caller) -> tuple[int, str]:
-    """Check that a file exists (for the caller) and is a fine-tune file; return (examples, sha256). Its lines
-    were validated at upload, which stored the count: nothing is read again here."""
+def _examples_of(db: Session, file_id: str, param: str, caller: Caller, method: str) -> tuple[int, str]:
+    """Check that a file exists (for the caller), is a fine-tune file and holds the data `method` trains on (dpo:
+    preference pairs, supervised: chat examples); return (examples, sha256). Its lines were validated at upload,
+    which stored the count: only its first line is read here, for its kind."""
     try:
         record = get_file(db, file_id, caller, param=param, lock=True)
     except APIError:
@@ -134,24 +172,26 @@ def _examples_of(db: Session, file_id: str, param: str, caller: Caller) -> tuple
         )
     if not stored_path(record).is_file():
         raise APIError(500, f"the bytes of {file_id} are missing from the server's file store", param=param)
+    kind, wanted = data_kind(stored_path(record)), "preference" if method == "dpo" else "chat"
+    if kind != wanted:
+        raise bad_request(f"File {file_id} holds {KIND_WORDS[kind]}; method '{method}' trains on {KIND_WORDS[wanted]}",
+                          param=param, code="invalid_file_format")  # fmt: skip
     return record.n_examples, record.sha256
 
 
 def create_job(db: Session, request: JobCreate, caller: Caller) -> Job:
     """Validate everything a job needs, then record it as queued (with its run) in the caller's project for a
     worker to pick up."""
-    problem = base_problem(request.model, download=False)
-    if problem:
-        raise bad_request(
-            f"Model {request.model} is not available for fine-tuning or does not exist: {problem}",
-            param="model",
-            code="model_not_available",
-        )
+    base, init_adapter = _starting_point(db, request, caller)
     integrations = _integrations(request.integrations)
     _check_metadata(request.metadata)
-    config = _train_config(request)
+    config = _train_config(request, base, init_adapter)
+    try:  # the run goes on with the starting adapter's own shape (r, alpha, …)
+        config = resolve_init_adapter(config, db=db, download=False)
+    except ModelNotFound as exc:
+        raise bad_request(str(exc), param="model", code="model_not_available") from None
 
-    n_train, train_sha = _examples_of(db, request.training_file, "training_file", caller)
+    n_train, train_sha = _examples_of(db, request.training_file, "training_file", caller, config.method)
     too_few = example_count_finding(n_train, server_min_examples())
     if too_few:
         raise bad_request(f"Training file {request.training_file}: {too_few.message}", param="training_file",
@@ -162,14 +202,16 @@ def create_job(db: Session, request: JobCreate, caller: Caller) -> Job:
             raise bad_request(
                 "validation_file must differ from training_file", param="validation_file", code="invalid_value"
             )
-        _, datasets["validation"] = _examples_of(db, request.validation_file, "validation_file", caller)
+        _, datasets["validation"] = _examples_of(db, request.validation_file, "validation_file", caller,
+                                                 config.method)  # fmt: skip
     resolved = config.resolve(n_train)
     hyperparameters = {key: getattr(resolved, key) for key in OPENAI_HYPERPARAMETERS}
+    method_hyperparameters = hyperparameters | ({"beta": resolved.beta} if resolved.method == "dpo" else {})
 
     run = Run(
         id=new_id("run-"),
         source="service",
-        base_model=request.model,
+        base_model=config.model,
         config=resolved.model_dump(mode="json"),
         dataset_sha256=datasets,
         status="created",
@@ -183,7 +225,7 @@ def create_job(db: Session, request: JobCreate, caller: Caller) -> Job:
         training_file=request.training_file,
         validation_file=request.validation_file,
         hyperparameters=hyperparameters,
-        method={"type": resolved.method, resolved.method: {"hyperparameters": hyperparameters}},
+        method={"type": resolved.method, resolved.method: {"hyperparameters": method_hyperparameters}},
         seed=resolved.seed,
         suffix=request.suffix,
         metadata_=request.metadata,

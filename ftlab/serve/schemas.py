@@ -13,7 +13,9 @@ from pydantic.fields import FieldInfo
 
 from ftlab.config import TrainConfig, upgrade_settings
 
-JOB_FIELDS = ("model", "method", "seed", "suffix")  # TrainConfig fields a job sets from its own parameters
+# TrainConfig fields a job sets from its own parameters (init_adapter from `model` when that is an ft: name: a
+# request never names a folder of the server's)
+JOB_FIELDS = ("model", "method", "seed", "suffix", "init_adapter")
 
 
 class _Settings(BaseModel):
@@ -38,7 +40,10 @@ Hyperparameters = create_model(
 )
 
 
-class SupervisedMethod(BaseModel):
+class MethodSettings(BaseModel):
+    """`method.supervised` or `method.dpo` (openai's `SupervisedMethod`, `DpoMethod`): their hyperparameters,
+    OpenAI's (`beta` too for dpo) and every other TrainConfig setting."""
+
     model_config = ConfigDict(extra="forbid")
 
     hyperparameters: Hyperparameters | None = None
@@ -48,8 +53,8 @@ class Method(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["supervised", "dpo", "reinforcement"]
-    supervised: SupervisedMethod | None = None
-    dpo: dict[str, Any] | None = None
+    supervised: MethodSettings | None = None
+    dpo: MethodSettings | None = None
     reinforcement: dict[str, Any] | None = None
 
 

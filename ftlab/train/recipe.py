@@ -274,21 +274,23 @@ def accelerator_and_precision(config: TrainConfig) -> tuple[Accelerator, Precisi
 
 
 def prepare_training(
-    config: TrainConfig, accelerator: Accelerator, precision: Precision, total_steps: int
-) -> tuple[nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """The loss module around the model and its adapter, AdamW and the linear warm-up schedule, for `train_step`.
+    config: TrainConfig, accelerator: Accelerator, precision: Precision, total_steps: int,
+    loss: Callable[[nn.Module], nn.Module] = LabelledLMLoss, model: nn.Module | None = None,
+) -> tuple[nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:  # fmt: skip
+    """The loss module (`loss(model)`, default `LabelledLMLoss`) around the model and its adapter (`model`, default
+    a fresh one from `prepare_model`), AdamW and the linear warm-up schedule, for `train_step`.
 
     The schedule stays out of `accelerator.prepare`: over N processes accelerate would step it N times a step,
     and `total_steps` already counts steps per process.
     """
     from transformers import get_linear_schedule_with_warmup
 
-    model = prepare_model(config, accelerator.device, precision)
+    model = model if model is not None else prepare_model(config, accelerator.device, precision)
     optimizer = make_optimizer(model, config)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, num_warmup_steps=int(config.warmup_ratio * total_steps), num_training_steps=total_steps
     )
-    loss_module, optimizer = accelerator.prepare(LabelledLMLoss(model), optimizer)
+    loss_module, optimizer = accelerator.prepare(loss(model), optimizer)
     return loss_module, optimizer, scheduler
 
 
@@ -305,25 +307,27 @@ def train_step(
     batch: dict[str, torch.Tensor],
     precision: Precision,
     max_grad_norm: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, ...]:
     """One optimisation step on a batch (this process's share of it): forward under autocast, backward through
     accelerate (which averages the gradients of several processes), clip, step the optimizer and the schedule,
     clear the gradients.
 
-    Returns, over every process's share, the mean loss per trained token, how many trained tokens were predicted
-    right, and how many there were.
+    The loss module returns (loss sum, right, count, *more): per trained token for `LabelledLMLoss`, per pair for
+    DPO's. Returns, over every process's share, the mean loss, how many were right, how many there were, and the
+    module's further sums.
     """
     with autocast(accelerator.device, precision, loss_module):
-        loss_sum, correct, count = loss_module(**batch)
+        loss_sum, correct, count, *more = loss_module(**batch)
     # The sums over all processes. DDP averages their gradients, so each divides its loss sum by the mean count
-    # per process: the gradient is that of the whole batch's mean loss per trained token, however it was shared.
-    totals = accelerator.reduce(torch.stack([loss_sum.detach(), correct.to(loss_sum), count.to(loss_sum)]), "sum")
+    # per process: the gradient is that of the whole batch's mean loss, however it was shared.
+    sums = [loss_sum.detach(), correct.to(loss_sum), count.to(loss_sum), *(m.detach().to(loss_sum) for m in more)]
+    totals = accelerator.reduce(torch.stack(sums), "sum")
     accelerator.backward(loss_sum / (totals[2] / accelerator.num_processes))
     accelerator.clip_grad_norm_(loss_module.parameters(), max_grad_norm)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return totals[0] / totals[2], totals[1], totals[2]
+    return totals[0] / totals[2], totals[1], totals[2], *totals[3:]
 
 
 def stop_requested(accelerator: Accelerator, should_stop: Callable[[], bool] | None) -> bool:
@@ -373,15 +377,15 @@ def autocast(device: torch.device, precision: Precision, model: nn.Module) -> It
 # ---------------------------------------------------------------------------------------------------------
 
 
-def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+def write_metrics(path: Path, rows: list[dict[str, Any]], columns: list[str] = METRIC_COLUMNS) -> None:
     with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in METRIC_COLUMNS})
+            writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in columns})
 
 
-def plot_losses(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+def plot_losses(rows: list[dict[str, Any]], path: Path, title: str, ylabel: str = "loss (per trained token)") -> None:
     """Train and validation loss against step, as a PNG."""
     import matplotlib
 
@@ -396,7 +400,7 @@ def plot_losses(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     if valid:
         ax.plot(*zip(*valid, strict=True), label="validation loss", color="#d62728", marker="o", linewidth=2)
     ax.set_xlabel("step")
-    ax.set_ylabel("loss (per trained token)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -527,7 +531,13 @@ def train(
     resume: bool = False,
     progress: bool = True,
 ) -> TrainResult:
-    """Fine-tune `config.model` on a chat JSONL file and write a run folder; see the module docstring."""
+    """Fine-tune `config.model` on a chat JSONL file and write a run folder; see the module docstring. Method
+    dpo (preference pairs) runs `ftlab.train.dpo.train_dpo`, built from this module's pieces."""
+    if config.method == "dpo":
+        from ftlab.train.dpo import train_dpo
+
+        return train_dpo(config, train_file, validation_file, output_dir, on_event=on_event, should_stop=should_stop,
+                         resume=resume, progress=progress)  # fmt: skip
     train_file = Path(train_file)
     validation_file = Path(validation_file) if validation_file else None
     output_dir = Path(output_dir) if output_dir else new_run_dir()

@@ -117,15 +117,26 @@ function readJSON(id) {
   return el ? JSON.parse(el.textContent) : null;
 }
 
-// A run's loss chart that keeps fetching new steps while the run is active.
+// DPO runs: reward margin and accuracy, drawn beside the loss from the same rows.
+const REWARDS = [["train_reward_margin", "train margin", "#1f77b4"], ["valid_reward_margin", "valid margin", "#d62728"],
+                 ["train_reward_accuracy", "train accuracy", "#2ca02c"], ["valid_reward_accuracy", "valid accuracy", "#9467bd"]];
+
+// A run's loss chart (and reward chart, for DPO) that keeps fetching new steps while the run is active.
 function liveRun(el) {
   const id = el.dataset.run;
   const points = { train: [], valid: [] };
+  const rewards = Object.fromEntries(REWARDS.map(([key]) => [key, []]));
+  const rewardChart = document.getElementById("reward-chart");
   let last = 0, status = el.dataset.status, total = +el.dataset.total || 0;
-  const draw = () => lineChart(el, [
-    { name: "train loss", color: "#1f77b4", points: points.train },
-    { name: "validation loss", color: "#d62728", points: points.valid, dots: true },
-  ], { xmax: total, title: "loss" });
+  const draw = () => {
+    lineChart(el, [
+      { name: "train loss", color: "#1f77b4", points: points.train },
+      { name: "validation loss", color: "#d62728", points: points.valid, dots: true },
+    ], { xmax: total, title: "loss" });
+    if (rewardChart) lineChart(rewardChart, REWARDS.map(([key, name, color]) => (
+      { name, color, points: rewards[key], dots: key.startsWith("valid"), dashed: key.endsWith("accuracy") })),
+      { xmax: total, title: "rewards" });
+  };
   async function tick() {
     try {
       const res = await fetch(`/dashboard/api/runs/${encodeURIComponent(id)}/metrics?after=${last}`);
@@ -133,6 +144,7 @@ function liveRun(el) {
       for (const m of body.metrics) {
         if (m.train_loss !== null) points.train.push([m.step, m.train_loss]);
         if (m.valid_loss !== null) points.valid.push([m.step, m.valid_loss]);
+        for (const [key] of REWARDS) if (m[key] !== undefined && m[key] !== null) rewards[key].push([m.step, m[key]]);
         last = Math.max(last, m.step);
       }
       status = body.status; total = body.total_steps || total;
