@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
 BUNDLED_MODEL = "smollm2-135m-instruct"
@@ -32,6 +32,19 @@ MIN_TARGET_EXAMPLES = 100
 MAX_TARGET_EXAMPLES = 25_000
 MIN_DEFAULT_EPOCHS = 1
 MAX_DEFAULT_EPOCHS = 25
+
+# What a run can pick its best checkpoint by (`select_by`) besides validation loss: the per-example scores of
+# `ftlab eval` (`ftlab.data.scoring`), averaged over replies generated for the validation set (higher is better),
+# or `judge:MODEL`, a score judge's verdict. `valid_label_rate` is another spelling of `valid_label`.
+VALIDATION_LOSS = "valid_loss"
+TASK_METRICS = ("exact", "json_valid", "set_f1", "field_acc", "chrf", "valid_label")
+METRIC_SPELLINGS = {"valid_label_rate": "valid_label"}
+JUDGE_PREFIX = "judge:"
+
+
+def selection_column(select_by: str) -> str:
+    """The metrics.csv column a `select_by` value is read from: valid_loss, a task metric's name, or `judge`."""
+    return "judge" if select_by.startswith(JUDGE_PREFIX) else select_by
 
 
 def home() -> Path:
@@ -136,7 +149,16 @@ class TrainConfig(BaseModel):
         "epoch", description="Validation loss every N steps, or once per epoch."
     )
     early_stopping_patience: int | None = Field(
-        None, ge=1, description="Stop after this many evaluations without a better validation loss."
+        None, ge=1, description="Stop after this many evaluations without a better value of select_by."
+    )
+    select_by: str = Field(
+        VALIDATION_LOSS, description="What names the best checkpoint and what early stopping watches: valid_loss, "
+        "or a task metric scored at each evaluation on replies generated for the validation set: "
+        f"{', '.join(TASK_METRICS)} (valid_label_rate; needs labels) or judge:MODEL (a 0-10 score judge)."
+    )
+    labels: list[str] | None = Field(
+        None, min_length=1, description="The allowed replies (a label set), for select_by valid_label; on the "
+        "command line a LABELS.txt file, one label per line."
     )
     precision: Literal["auto", "fp32", "bf16-autocast", "bf16"] = Field(
         "auto", description="Weight and compute precision; 'auto' picks the fastest measured for the device."
@@ -153,6 +175,34 @@ class TrainConfig(BaseModel):
     @classmethod
     def _upgrade(cls, data: Any) -> Any:
         return upgrade_settings(data) if isinstance(data, dict) else data
+
+    @field_validator("select_by")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        value = METRIC_SPELLINGS.get(value.strip(), value.strip())
+        judge = value.startswith(JUDGE_PREFIX) and value.removeprefix(JUDGE_PREFIX).strip()
+        if value == VALIDATION_LOSS or value in TASK_METRICS or judge:
+            return value
+        names = [VALIDATION_LOSS, *TASK_METRICS, *METRIC_SPELLINGS]
+        close = difflib.get_close_matches(value, names, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ValueError(f"unknown metric{hint}: choose {', '.join(names)} or judge:MODEL")
+
+    @model_validator(mode="after")
+    def _labels_for_label_metrics(self) -> TrainConfig:
+        if self.select_by == "valid_label" and not self.labels:
+            raise ValueError("select_by valid_label needs the label set: labels (--labels LABELS.txt)")
+        return self
+
+    @property
+    def selection_metric(self) -> str:
+        """The metrics.csv column `select_by` is read from (see `selection_column`)."""
+        return selection_column(self.select_by)
+
+    @property
+    def selects_by_task_metric(self) -> bool:
+        """Whether each evaluation generates replies for the validation set and scores them (higher is better)."""
+        return self.select_by != VALIDATION_LOSS
 
     def resolve(self, n_train_examples: int) -> TrainConfig:
         """A copy with every "auto" replaced by the number it stands for."""

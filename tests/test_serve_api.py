@@ -209,6 +209,23 @@ def test_names_users_build_from_the_id_resolve(
     assert generated.exit_code == 0 and generated.output.rstrip("\n") == output.rstrip("\n")
 
 
+def test_a_job_picks_its_checkpoint_by_a_task_metric_and_its_events_carry_it(
+    server: Server, client: openai.OpenAI, uploaded: dict[str, str], tiny_model_dir: Path
+) -> None:
+    job = client.fine_tuning.jobs.create(
+        training_file=uploaded["train"], validation_file=uploaded["valid"], model=str(tiny_model_dir),
+        hyperparameters={"n_epochs": 2, "batch_size": 5, "select_by": "exact"},  # an ftlab extension, like lora_r
+    )  # fmt: skip
+    job = wait_terminal(client, job.id)
+    assert job.status == "succeeded", job.error
+    events = client.fine_tuning.jobs.list_events(fine_tuning_job_id=job.id, limit=100).data
+    scored = [e.data for e in events if e.type == "metrics" and "exact" in e.data]
+    assert [d["step"] for d in scored] == [4, 2] and all(0 <= d["exact"] <= 1 for d in scored)
+    assert any(e.message.startswith("Validation replies for exact: 2 evaluations of 2 replies") for e in events)
+    live = httpx.get(f"http://127.0.0.1:{server.port}/dashboard/api/runs/{job.id}/metrics").json()
+    assert [m["step"] for m in live["metrics"] if m["exact"] is not None] == [2, 4]
+
+
 def test_cancel_a_job_and_page_through_jobs(client: openai.OpenAI, uploaded: dict[str, str], tiny_model_dir: Path):
     job = client.fine_tuning.jobs.create(
         training_file=uploaded["train"], model=str(tiny_model_dir), hyperparameters={"n_epochs": 25, "batch_size": 1}
@@ -370,6 +387,15 @@ BAD_INPUTS = [
     ("negative-lr", _job(hyperparameters={"learning_rate_multiplier": -1}), 400, ["learning_rate_multiplier"]),
     ("batch-size-word", _job(hyperparameters={"batch_size": "big"}), 400, ["batch_size"]),
     ("unknown-hyperparameter", _job(hyperparameters={"warp_speed": 9}), 400, ["warp_speed"]),
+    ("unknown-select-by", _job(hyperparameters={"select_by": "f1"}), 400,
+     ["hyperparameters.select_by", "unknown metric"]),
+    ("select-by-without-validation", _job(hyperparameters={"select_by": "set_f1"}), 400,
+     ["validation_file", "select_by set_f1 scores replies to the validation set"]),
+    ("label-metric-without-labels", _job(validation_file=lambda ids: ids["valid"],
+                                         hyperparameters={"select_by": "valid_label_rate"}), 400,
+     ["select_by valid_label needs the label set"]),
+    ("unknown-judge", _job(validation_file=lambda ids: ids["valid"], hyperparameters={"select_by": "judge:gpt-17"}),
+     400, ["hyperparameters.select_by", "unknown model 'gpt-17'"]),
     ("dpo-method", _job(method={"type": "dpo"}), 400, ["method.type", "(got 'dpo')", "supervised"]),
     ("unknown-model", _job(model="gpt-17-turbo"), 400, ["gpt-17-turbo", "not available"]),
     ("bad-suffix", _job(suffix="my suffix!"), 400, ["suffix"]),

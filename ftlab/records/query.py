@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Row, func, or_, select
 from sqlalchemy.orm import Session
 
+from ftlab.config import VALIDATION_LOSS, selection_column
 from ftlab.records.tables import Checkpoint, Dataset, Evaluation, EvaluationModel, Job, JobEvent, Run, RunMetric
 
 ACTIVE = ("created", "queued", "running", "validating_files")
@@ -162,15 +163,18 @@ def run_row(db: Session, run: Run) -> RunRow:
 
 
 def run_metrics(db: Session, run: Run, after_step: int = 0) -> list[dict[str, Any]]:
-    """Metric rows of a run after a step (the dashboard polls with the last step it has)."""
+    """Metric rows of a run after a step (the dashboard polls with the last step it has), with the task metric
+    the run selects its checkpoint by (`select_by`, e.g. `set_f1`) under its own name when it has one."""
     rows = db.execute(
         select(RunMetric.step, RunMetric.train_loss, RunMetric.valid_loss, RunMetric.train_mean_token_accuracy,
-               RunMetric.valid_mean_token_accuracy)
+               RunMetric.valid_mean_token_accuracy, RunMetric.data)
         .where(RunMetric.run_pk == run.pk, RunMetric.step > after_step)
         .order_by(RunMetric.step)
     )  # fmt: skip
     keys = ("step", "train_loss", "valid_loss", "train_mean_token_accuracy", "valid_mean_token_accuracy")
-    return [dict(zip(keys, row, strict=True)) for row in rows]
+    metric = selection_column(run.settings.get("select_by", VALIDATION_LOSS))
+    task = {metric: None} if metric != VALIDATION_LOSS else {}
+    return [{**dict(zip(keys, row[:-1], strict=True)), **{k: (row[-1] or {}).get(k) for k in task}} for row in rows]
 
 
 def live_metrics(db: Session, run: Run, after_step: int = 0) -> dict[str, Any]:

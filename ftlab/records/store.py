@@ -173,13 +173,14 @@ def record_dataset(
 
 
 def read_metrics_csv(path: str | Path) -> list[dict[str, Any]]:
-    """The recipe's metrics.csv as dicts (empty cells become None)."""
+    """The recipe's metrics.csv as dicts (empty cells become None): OpenAI's columns, and the task metric a run
+    selects its checkpoint by (e.g. `set_f1`) when it has one."""
     path = Path(path)
     if not path.exists():
         return []
     with open(path, newline="") as handle:
         return [
-            {"step": int(row["step"]), **{k: float(row[k]) if row.get(k) else None for k in METRIC_FIELDS}}
+            {"step": int(row["step"]), **{k: float(v) if v else None for k, v in row.items() if k != "step"}}
             for row in csv.DictReader(handle)
         ]
 
@@ -391,9 +392,14 @@ def _complete_metrics(db: Session, run_pk: int, rows: list[dict[str, Any]], tota
     stale = recorded - {r["step"] for r in rows}
     if stale:
         db.execute(delete(RunMetric).where(RunMetric.run_pk == run_pk, RunMetric.step.in_(stale)))
-    db.add_all(RunMetric(run_pk=run_pk, step=r["step"], total_steps=total_steps, data={},
-                         **{k: r[k] for k in METRIC_FIELDS})
+    db.add_all(RunMetric(run_pk=run_pk, step=r["step"], total_steps=total_steps, data=_task_metrics(r),
+                         **{k: r.get(k) for k in METRIC_FIELDS})
                for r in rows if r["step"] not in recorded)  # fmt: skip
+
+
+def _task_metrics(row: dict[str, Any]) -> dict[str, Any]:
+    """A metrics.csv row's columns beyond OpenAI's (the `select_by` metric), kept in the metric row's data."""
+    return {k: v for k, v in row.items() if k != "step" and k not in METRIC_FIELDS and v is not None}
 
 
 def _checkpoint_row(

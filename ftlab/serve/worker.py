@@ -232,6 +232,7 @@ class Worker:
 
     def run_job(self, job_pk: int) -> None:
         """Train one claimed job and record how it ended."""
+        from ftlab.evaluate.judges import validation_judge
         from ftlab.train.recipe import train  # torch and transformers load only in the worker
 
         with session_scope() as db:
@@ -265,6 +266,7 @@ class Worker:
                 should_stop=progress.should_stop,
                 resume=resume,
                 progress=False,
+                score_validation=validation_judge(config.select_by),  # hyperparameters.select_by judge:MODEL
             )
         except Exception as exc:  # any failure of training ends the job as failed, with the reason on it
             log.exception("job %s failed", job_id)
