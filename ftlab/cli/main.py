@@ -11,6 +11,7 @@ from ftlab.cli.demo import demo_command
 from ftlab.cli.eval import eval_command
 from ftlab.cli.runs import runs_app
 from ftlab.cli.serve import serve_app
+from ftlab.cli.sweep import sweep_command
 from ftlab.cli.synth import app as synth_app
 from ftlab.cli.train import generate_command, train_command
 
@@ -38,6 +39,7 @@ app.command("generate")(generate_command)
 app.command("demo")(demo_command)
 app.add_typer(data_app, name="data")
 app.command("eval")(eval_command)
+app.command("sweep")(sweep_command)
 app.add_typer(serve_app)  # serve, worker, keys
 app.add_typer(synth_app, name="synth")
 app.add_typer(runs_app, name="runs")

@@ -29,7 +29,7 @@ function fmt(v) {
   return Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 1 ? v.toFixed(3) : v.toPrecision(3);
 }
 
-// series: [{name, color, points: [[x, y], ...], dots, dashed}]
+// series: [{name, color, points: [[x, y], ...], dots, dashed, dotsOnly}]
 function lineChart(el, series, opts) {
   opts = opts || {};
   const W = 640, H = 300, L = 52, R = 12, T = 12, B = 44;
@@ -65,6 +65,7 @@ function lineChart(el, series, opts) {
     const line = node(svg, "polyline", { points: d, fill: "none", stroke: s.color, "stroke-width": s.dots ? 2 : 1.4 });
     line.dataset.series = s.name;
     if (s.dashed) line.setAttribute("stroke-dasharray", "5 3");
+    if (s.dotsOnly) line.setAttribute("stroke-opacity", "0");
     if (s.dots && s.points.length <= 200) {
       s.points.forEach(p => node(svg, "circle", { cx: sx(p[0]), cy: sy(p[1]), r: 3, fill: s.color }));
     }
@@ -112,6 +113,18 @@ function intervalChart(el, rows) {
   });
 }
 
+// A sweep's metric by trial: complete trials, pruned ones (their last value) and the best so far.
+function trialsChart(el, data) {
+  const better = data.direction === "maximize" ? Math.max : Math.min;
+  const best = [];
+  data.complete.forEach(([n, v]) => best.push([n, best.length ? better(best[best.length - 1][1], v) : v]));
+  lineChart(el, [
+    { name: data.metric, color: "#1f77b4", points: data.complete, dots: true, dotsOnly: true },
+    { name: "pruned", color: "#8c959f", points: data.pruned, dots: true, dotsOnly: true },
+    { name: "best so far", color: "#2ca02c", points: best },
+  ], { xlabel: "trial", title: data.metric, empty: "no trial has finished yet" });
+}
+
 function readJSON(id) {
   const el = document.getElementById(id);
   return el ? JSON.parse(el.textContent) : null;
@@ -120,12 +133,17 @@ function readJSON(id) {
 // A run's loss chart that keeps fetching new steps while the run is active.
 function liveRun(el) {
   const id = el.dataset.run;
-  const points = { train: [], valid: [] };
+  const points = { train: [], valid: [], metric: [] };
+  const metricChart = document.getElementById("metric-chart"), metric = metricChart && metricChart.dataset.metric;
   let last = 0, status = el.dataset.status, total = +el.dataset.total || 0;
-  const draw = () => lineChart(el, [
-    { name: "train loss", color: "#1f77b4", points: points.train },
-    { name: "validation loss", color: "#d62728", points: points.valid, dots: true },
-  ], { xmax: total, title: "loss" });
+  const draw = () => {
+    lineChart(el, [
+      { name: "train loss", color: "#1f77b4", points: points.train },
+      { name: "validation loss", color: "#d62728", points: points.valid, dots: true },
+    ], { xmax: total, title: "loss" });
+    if (metric) lineChart(metricChart, [{ name: metric, color: "#2ca02c", points: points.metric, dots: true }],
+                          { xmax: total, title: metric });
+  };
   async function tick() {
     try {
       const res = await fetch(`/dashboard/api/runs/${encodeURIComponent(id)}/metrics?after=${last}`);
@@ -133,6 +151,7 @@ function liveRun(el) {
       for (const m of body.metrics) {
         if (m.train_loss !== null) points.train.push([m.step, m.train_loss]);
         if (m.valid_loss !== null) points.valid.push([m.step, m.valid_loss]);
+        if (metric && m[metric] !== null && m[metric] !== undefined) points.metric.push([m.step, m[metric]]);
         last = Math.max(last, m.step);
       }
       status = body.status; total = body.total_steps || total;
@@ -193,5 +212,6 @@ document.addEventListener("DOMContentLoaded", () => {
     const data = readJSON(el.dataset.bars);
     barChart(el, data.labels, data.values, { max: data.max });
   });
+  document.querySelectorAll(".chart[data-trials]").forEach(el => trialsChart(el, readJSON(el.dataset.trials)));
   document.querySelectorAll(".chart[data-intervals]").forEach(el => intervalChart(el, readJSON(el.dataset.intervals)));
 });
