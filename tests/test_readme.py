@@ -90,6 +90,7 @@ SKIPS: dict[str, str] = {
     "train": "trains a model (minutes even for one epoch of the bundled one); tests/test_cli_core.py trains the "
              "tiny model through the same command",
     "generate": "needs the adapter of a trained run (RUN/final)",
+    "sweep": "trains several runs (minutes); tests/test_sweep.py sweeps the tiny model through the same command",
     "eval": "needs trained runs and an OpenAI endpoint; tests/test_eval_run.py runs it on the tiny model",
     "synth qa": "the bundled model writes questions for minutes; tests/test_synth_qa.py runs it against a fake",
     "synth label": "generates with the bundled model; tests/test_synth_label.py covers it",
