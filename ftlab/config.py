@@ -46,7 +46,7 @@ SMALL_SET_LR_MULTIPLIER = 2.5
 # `ftlab eval` (`ftlab.data.scoring`), averaged over replies generated for the validation set (higher is better),
 # or `judge:MODEL`, a score judge's verdict. `valid_label_rate` is another spelling of `valid_label`.
 VALIDATION_LOSS = "valid_loss"
-TASK_METRICS = ("exact", "json_valid", "set_f1", "field_acc", "chrf", "valid_label")
+TASK_METRICS = ("exact", "contains", "json_valid", "set_f1", "field_acc", "chrf", "valid_label")
 METRIC_SPELLINGS = {"valid_label_rate": "valid_label"}
 JUDGE_PREFIX = "judge:"
 

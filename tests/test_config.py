@@ -160,7 +160,7 @@ def test_a_bad_select_by_is_refused_naming_the_flag_before_any_compute(tmp_path:
     labels = tmp_path / "labels.txt"
     labels.write_text("yes\nno\n")
     cases = [
-        (["--select-by", "f1"], "--select-by: unknown metric: choose valid_loss, exact, json_valid, set_f1"),
+        (["--select-by", "f1"], "--select-by: unknown metric: choose valid_loss, exact, contains, json_valid, set_f1"),
         (["--select-by", "set-f1"], "--select-by: unknown metric (did you mean 'set_f1'?)"),
         (["--select-by", "valid_label_rate"], "select_by valid_label needs the label set: labels"),
         (["--select-by", "valid_label_rate", "--labels", str(tmp_path / "none.txt")],

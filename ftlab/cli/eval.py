@@ -18,9 +18,9 @@ console = Console()
 
 # Summary keys shown in the table, with their column titles, in order.
 COLUMNS = (
-    ("exact", "exact"), ("json_valid", "json valid"), ("set_f1", "set-F1"), ("field_acc", "field acc"),
-    ("valid_label", "valid label"), ("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("chrf_corpus", "chrF"),
-    ("bleu", "BLEU"),
+    ("exact", "exact"), ("contains", "contains"), ("json_valid", "json valid"), ("set_f1", "set-F1"),
+    ("field_acc", "field acc"), ("valid_label", "valid label"), ("accuracy", "accuracy"), ("macro_f1", "macro-F1"),
+    ("chrf_corpus", "chrF"), ("bleu", "BLEU"),
 )
 
 

@@ -1,4 +1,4 @@
-"""Scoring one reply against its reference: exact match, JSON validity, set-F1, field accuracy, chrF, valid label.
+"""Scoring one reply against its reference: exact, contains, JSON validity, set-F1, field accuracy, chrF, valid label.
 
 Pure functions of two strings (and a label set), with no model and no test run behind them, so both `ftlab eval`
 (`ftlab.evaluate.metrics` sums them up over a test set) and the training recipe (which picks a checkpoint by one
@@ -33,6 +33,11 @@ def normalise(text: str) -> str:
 
 def exact_match(output: str, reference: str) -> float:
     return float(output.strip() == reference.strip())
+
+
+def contains(output: str, reference: str) -> float:
+    """1 when the normalised reference is a substring of the normalised output (a code or name in a sentence)."""
+    return float(normalise(reference) in normalise(output))
 
 
 def json_valid(output: str, reference: str) -> float:
@@ -104,6 +109,7 @@ def sentence_chrf(output: str, reference: str) -> float:
 
 PER_EXAMPLE = {
     "exact": exact_match,
+    "contains": contains,
     "json_valid": json_valid,
     "set_f1": set_f1,
     "field_acc": field_accuracy,

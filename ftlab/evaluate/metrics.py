@@ -1,8 +1,8 @@
 """Metrics that compare a model's outputs with reference answers.
 
-Two kinds: per-example scores (exact, json_valid, set_f1, field_acc, valid_label, label_acc, chrf) — kept for
-every example so two models can be compared pairwise; they live in `ftlab.data.scoring`, which the training
-recipe scores its validation replies with too — and corpus-level summaries (BLEU, macro-F1, per-label
+Two kinds: per-example scores (exact, contains, json_valid, set_f1, field_acc, valid_label, label_acc, chrf) —
+kept for every example so two models can be compared pairwise; they live in `ftlab.data.scoring`, which the
+training recipe scores its validation replies with too — and corpus-level summaries (BLEU, macro-F1, per-label
 precision/recall, confusion pairs, length statistics) computed once over the whole test set.
 """
 
@@ -16,9 +16,10 @@ from typing import Any
 
 from ftlab.data.scoring import parse_json
 
-METRIC_NAMES = ("exact", "json_valid", "set_f1", "field_acc", "label", "chrf", "bleu", "length")
+METRIC_NAMES = ("exact", "contains", "json_valid", "set_f1", "field_acc", "label", "chrf", "bleu", "length")
 METRIC_HELP = {
     "exact": "output equals the reference (surrounding whitespace ignored)",
+    "contains": "the reference appears in the output (case/space normalised): short facts inside a sentence",
     "json_valid": "output parses as JSON (of the reference's type when the reference is JSON)",
     "set_f1": "F1 between output and reference parsed as JSON lists of strings (case/space normalised)",
     "field_acc": "share of the reference JSON object's fields whose value the output reproduces",

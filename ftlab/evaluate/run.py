@@ -24,7 +24,7 @@ from ftlab.infer.refs import ModelRef
 
 DECODE_MODES = ("free", "constrained", "rank")
 # Per-example scores, in the order a summary table shows them; the first present one is the headline metric.
-HEADLINE_ORDER = ("set_f1", "field_acc", "label_acc", "chrf", "json_valid", "valid_label", "exact")
+HEADLINE_ORDER = ("set_f1", "field_acc", "label_acc", "contains", "chrf", "json_valid", "valid_label", "exact")
 
 
 @dataclass
@@ -144,23 +144,22 @@ def generate_outputs(model: ChatBackend, conversations: list[list[dict[str, Any]
     return rows
 
 
-def _prompt_text(example: ChatExample) -> str:
-    users = [m for m in example.prompt_messages() if m.role == "user"]
-    return users[-1].text if users else ""
-
-
 def conversation_text(example: ChatExample) -> str:
     """The conversation so far as `role: text` lines (what a judge reads)."""
     return "\n".join(f"{m.role}: {m.text}" for m in example.prompt_messages())
 
 
 def evaluate_model(spec: ModelRef, examples: Sequence[ChatExample], metrics: Sequence[str],
-                   options: EvalOptions, model: ChatBackend | None = None) -> ModelResult:
-    """Generate for every example with one model (opened from `spec` unless given) and score the outputs."""
+                   options: EvalOptions, model: ChatBackend | None = None,
+                   conversations: list[list[dict[str, Any]]] | None = None) -> ModelResult:
+    """Generate for every example with one model (opened from `spec` unless given) and score the outputs.
+    `conversations`: what to send for each example instead of its own prompt (few-shot turns, retrieved
+    passages); the outputs are still scored against each example's reference."""
     started = time.perf_counter()
     model = model if model is not None else open_backend(spec, batch_size=options.batch_size)
     loaded = time.perf_counter()
-    conversations = [template_messages(example.prompt_messages()) for example in examples]
+    if conversations is None:
+        conversations = [template_messages(example.prompt_messages()) for example in examples]
     references = [example.reference() for example in examples]
     rows = generate_outputs(model, conversations, references, options)
     generated = time.perf_counter()
@@ -168,7 +167,7 @@ def evaluate_model(spec: ModelRef, examples: Sequence[ChatExample], metrics: Seq
     records = []
     for index, (example, reference, row) in enumerate(zip(examples, references, rows, strict=True)):
         scores = score_example(row["output"], reference, metrics, labels)
-        records.append({"index": index, "line": example.line, "prompt": _prompt_text(example),
+        records.append({"index": index, "line": example.line, "prompt": example.question(),
                         "conversation": conversation_text(example),
                         "reference": reference, **row, "scores": scores})
     outputs = [row["output"] for row in rows]

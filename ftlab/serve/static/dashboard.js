@@ -214,4 +214,8 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   document.querySelectorAll(".chart[data-trials]").forEach(el => trialsChart(el, readJSON(el.dataset.trials)));
   document.querySelectorAll(".chart[data-intervals]").forEach(el => intervalChart(el, readJSON(el.dataset.intervals)));
+  document.querySelectorAll(".chart[data-lines]").forEach(el => {
+    const data = readJSON(el.dataset.lines);
+    lineChart(el, data.series, data.opts);
+  });
 });
