@@ -1,8 +1,10 @@
 """`ftlab sweep` on the tiny model: a space is checked before any training, a 3-trial study with pruning lands in the
-records and on the dashboard, and two processes share one study while one of them is killed mid-trial."""
+records and on the dashboard, and `ftlab sweep` processes and an `ftlab worker` share one study while one of them
+is killed mid-trial."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -17,7 +19,18 @@ from test_train import write_dataset
 from typer.testing import CliRunner
 
 from ftlab.cli.main import app
-from ftlab.train.sweep import DEFAULT_SPACE, SpaceError, check_space, read_space, study_storage
+from ftlab.config import TrainConfig
+from ftlab.records.db import database_url
+from ftlab.train.sweep import (
+    DEFAULT_SPACE,
+    SpaceError,
+    Sweep,
+    check_space,
+    create_sweep,
+    optimize,
+    read_space,
+    study_storage,
+)
 
 runner = CliRunner()
 SPACE = "learning_rate_multiplier: {low: 0.5, high: 50, log: true}\nn_epochs: {low: 1, high: 3}\n"
@@ -109,6 +122,8 @@ def test_a_three_trial_sweep_with_pruning_lands_in_the_records_and_on_the_dashbo
         assert trial.intermediate_values and all(step % 6 == 0 for step in trial.intermediate_values)
         assert Path(trial.user_attrs["run_dir"]).name == f"three-trial-{trial.number}"
     assert "Best: trial 0, chrf =" in flat(result.output)
+    again = runner.invoke(app, ["sweep", "--study", "three", "--workers", "0"])  # joined by name: the report again
+    assert again.exit_code == 0 and "Best: trial 0, chrf =" in flat(again.output) and len(study.get_trials()) == 3
     report = home / "studies" / "three"
     assert (report / "index.html").read_text().count("<tr") == 4 and (report / "history.png").exists()
 
@@ -132,58 +147,92 @@ def test_a_three_trial_sweep_with_pruning_lands_in_the_records_and_on_the_dashbo
         server.stop()
 
 
-def test_two_processes_share_a_study_and_one_killed_mid_trial_is_retried(data, tmp_path: Path, tiny_model_dir):
-    """Process A starts the study and B joins it by name alone, with two processes of its own. Once one of A's
-    trials has an epoch checkpoint, A is killed (SIGKILL): that trial stops sending heartbeats, the next trial B
-    starts fails it and queues it again, and the retry resumes the dead trial's run folder from its checkpoint. The
-    study still ends with its 3 finished trials."""
+def test_a_trial_its_process_stops_is_queued_again_and_resumed_from_its_checkpoint(
+    home: Path, data, tiny_model_dir: Path
+) -> None:
+    """A worker shutting down stops its trial (`should_stop`): the trial fails, is queued again with its settings
+    and run folder, and whichever process runs next resumes that folder from its epoch checkpoint."""
+    config = TrainConfig(model=str(tiny_model_dir), n_epochs=2, batch_size=4, select_by="chrf")
+    sweep = Sweep("stopped", data[0], data[1], config, check_space({"learning_rate_multiplier": {"low": 1, "high": 4}}),
+                  1, database_url())  # fmt: skip
+    create_sweep(sweep)
+    folder = home / "runs" / "stopped-trial-0"
+    assert optimize(sweep, should_stop=lambda: (folder / "checkpoint-epoch-1").is_dir()) == 1
+    checkpoint = folder / "checkpoint-epoch-1" / "adapter_model.safetensors"
+    written = checkpoint.stat().st_mtime_ns
+    study = optuna.load_study(study_name="stopped", storage=study_storage())
+    assert [t.state.name for t in study.get_trials()] == ["FAIL", "WAITING"]
+    assert optimize(sweep) == 1 and optimize(sweep) == 0  # the queued trial, then nothing more: 1 trial was asked
+    stopped, resumed = study.get_trials()
+    assert resumed.state.name == "COMPLETE" and resumed.params == stopped.params
+    assert resumed.user_attrs["run_dir"] == str(folder) and checkpoint.stat().st_mtime_ns == written
+    rows = (folder / "metrics.csv").read_text().splitlines()[1:]
+    assert [int(row.split(",")[0]) for row in rows] == list(range(1, 13))  # each step once, across both processes
+
+
+def test_a_sweep_and_an_ftlab_worker_share_a_study_and_one_killed_mid_trial_is_retried(
+    data, tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """An idle `ftlab worker` (the service's training worker) joins the study `ftlab sweep --workers 2` starts (two
+    processes). Once one of the sweep's own trials has an epoch checkpoint, that process is killed (SIGKILL): its
+    trial stops sending heartbeats, the next process to look fails it and queues it again, and the retry resumes the
+    dead trial's run folder from its checkpoint. The study still ends with its 3 finished trials."""
     home = tmp_path / "home"
     url = f"sqlite:///{home / 'ftlab.db'}"
     space = tmp_path / "space.yaml"
     space.write_text("learning_rate_multiplier: {low: 1, high: 20, log: true}\n")
-    logs = {name: open(tmp_path / f"{name}.log", "w") for name in "AB"}  # noqa: SIM115
-    sweep = [sys.executable, "-m", "ftlab.cli.main", "sweep"]
+    logs = {name: open(tmp_path / f"{name}.log", "w") for name in ("sweep", "worker")}  # noqa: SIM115
 
     def start(name: str, *args: str) -> subprocess.Popen:
-        return subprocess.Popen([*sweep, *args, "--study", "shared", "--heartbeat", "1"], cwd=REPO,
-                                env=ftlab_env(home), stdout=logs[name], stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
+        return subprocess.Popen([sys.executable, "-m", "ftlab.cli.main", *args], cwd=REPO, env=ftlab_env(home),
+                                stdout=logs[name], stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+
+    def trials() -> list[optuna.trial.FrozenTrial]:
+        try:
+            return optuna.load_study(study_name="shared", storage=study_storage(url)).get_trials()
+        except KeyError:  # not created yet
+            return []
 
     def killable() -> tuple[int] | None:
-        """(the number of) a trial A is running whose folder has an epoch checkpoint to resume from."""
-        running = optuna.load_study(study_name="shared", storage=study_storage(url)).get_trials(
-            states=(optuna.trial.TrialState.RUNNING,))  # fmt: skip
-        return next(((t.number,) for t in running if t.user_attrs.get("worker", "").endswith(f":{a.pid}")
+        """(the number of) a trial the sweep's first process runs whose folder has an epoch checkpoint."""
+        return next(((t.number,) for t in trials() if t.state.name == "RUNNING"
+                     and t.user_attrs.get("worker", "").endswith(f":{a.pid}")
                      and (Path(t.user_attrs["run_dir"]) / "checkpoint-epoch-1").is_dir()), None)  # fmt: skip
 
-    a = start("A", str(data[0]), "--validation", str(data[1]), "--metric", "chrf", "--trials", "3", "--space",
-              str(space), "--epochs", "3", "--model", str(tiny_model_dir), "--batch-size", "4")  # fmt: skip
-    b = None
+    def finished() -> bool:
+        states = [t.state.name for t in trials()]
+        return states.count("COMPLETE") + states.count("PRUNED") >= 3 and "RUNNING" not in states
+
+    b = start("worker", "worker", "--poll-interval", "0.5")  # idle: no job is queued, and no study yet
+    wait_for(lambda: (home / "ftlab.db").exists())  # the worker's migrations ran (before the test reads the study)
+    a = start("sweep", "sweep", str(data[0]), "--validation", str(data[1]), "--metric", "chrf", "--trials", "3",
+              "--space", str(space), "--epochs", "3", "--model", str(tiny_model_dir), "--batch-size", "4",
+              "--study", "shared", "--heartbeat", "1", "--workers", "2")  # fmt: skip
     try:
-        wait_for(lambda: (home / "runs" / "shared-trial-0").is_dir() or a.poll() is not None)  # the study exists
-        b = start("B", "--workers", "2")
-        found = wait_for(lambda: killable() if a.poll() is None else ("A ended",))
-        assert found != ("A ended",), (tmp_path / "A.log").read_text()
+        found = wait_for(lambda: killable() if a.poll() is None else ("sweep ended",))
+        assert found != ("sweep ended",), (tmp_path / "sweep.log").read_text()
         (killed,) = found
-        os.killpg(a.pid, signal.SIGKILL)
+        os.kill(a.pid, signal.SIGKILL)  # the first process only: the second (its child) and the worker go on
         a.wait()
-        trials = optuna.load_study(study_name="shared", storage=study_storage(url)).get_trials()
-        checkpoint = Path(trials[killed].user_attrs["run_dir"]) / "checkpoint-epoch-1" / "adapter_model.safetensors"
+        checkpoint = Path(trials()[killed].user_attrs["run_dir"]) / "checkpoint-epoch-1" / "adapter_model.safetensors"
         written = checkpoint.stat().st_mtime_ns
-        assert b.wait(timeout=1200) == 0, (tmp_path / "B.log").read_text()
+        wait_for(finished, timeout=1200)
+        os.killpg(b.pid, signal.SIGTERM)  # a worker stops at SIGTERM, between trials or at the next step
+        assert b.wait(timeout=120) == 0, (tmp_path / "worker.log").read_text()
     finally:
         for process in (a, b):
-            if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):  # the sweep's second process, if still there
                 os.killpg(process.pid, signal.SIGKILL)
         for log in logs.values():
             log.close()
-    trials = optuna.load_study(study_name="shared", storage=study_storage(url)).get_trials()
-    dead = trials[killed]
+    everything = trials()
+    dead = everything[killed]
     assert dead.state.name == "FAIL"
-    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == killed]
+    (retry,) = [t for t in everything if t.system_attrs.get("failed_trial") == killed]
     assert retry.state.name in ("COMPLETE", "PRUNED") and retry.params == dead.params
     assert retry.user_attrs["run_dir"] == dead.user_attrs["run_dir"] and not retry.user_attrs["worker"].endswith(
         f":{a.pid}")  # fmt: skip
     assert checkpoint.stat().st_mtime_ns == written  # resumed from the checkpoint, not trained again from step 1
-    assert len([t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]) >= 3
-    assert len({t.user_attrs["worker"] for t in trials}) >= 2  # A's and B's
+    assert len([t for t in everything if t.state.name in ("COMPLETE", "PRUNED")]) >= 3
+    workers = {t.user_attrs["worker"].rsplit(":", 1)[1] for t in everything}
+    assert str(b.pid) in workers and len(workers) >= 2, (workers, a.pid, b.pid)  # the worker's and the sweep's

@@ -48,13 +48,13 @@ def fixed_space(space_file: Path | None, fixed: set[str]):
     return check_space({k: v for k, v in DEFAULT_SPACE.items() if k not in fixed})
 
 
-def join_study(name: str, url: str, worker: int, timeout: float | None, heartbeat_s: int) -> None:
+def join_study(name: str, url: str, worker: int, timeout: float | None) -> None:
     """One more process running trials of a study (what `--workers N` starts N-1 of)."""
     from ftlab.evaluate.judges import validation_judge
     from ftlab.train.sweep import load_sweep, optimize
 
     sweep = load_sweep(name, url)
-    optimize(sweep, worker=worker, timeout=timeout, heartbeat_s=heartbeat_s, on_trial=show_trial,
+    optimize(sweep, worker=worker, timeout=timeout, on_trial=show_trial,
              score_validation=validation_judge(sweep.config.select_by))  # fmt: skip
 
 
@@ -90,16 +90,17 @@ def sweep_command(
     timeout: Annotated[str | None, typer.Option(help="Start no trial after this long: seconds, or 30m, 2h.")] = None,
     study: Annotated[str | None, typer.Option(help="Study name (default: new); alone, joins that study, on any "
                                               "machine sharing the database.")] = None,  # fmt: skip
-    workers: Annotated[int, typer.Option(min=1, help="Processes running trials on this machine.")] = 1,
-    heartbeat: Annotated[int, typer.Option(min=1, help="Seconds between a trial's heartbeats; a trial silent for "
-                                           "three is retried by another process.")] = 10,  # fmt: skip
+    workers: Annotated[int, typer.Option(min=0, help="Processes running trials on this machine; 0: none here, "
+                                         "leave them to `ftlab worker`s (idle ones join open studies).")] = 1,
+    heartbeat: Annotated[int, typer.Option(min=1, help="Seconds between a trial's heartbeats, in every process of a "
+                                           "new study; a trial silent for three is retried by another.")] = 10,
     config_file: Annotated[Path | None, typer.Option("--config", help="Fixed settings from a YAML, TOML or JSON "
                                                      "file.")] = None,  # fmt: skip
     **settings: str | None,
 ) -> None:
     """Search the training settings with Optuna (TPE, median pruning) for the best validation metric. Each trial
-    is an ordinary recorded run; the study lives in the records database, so several processes share it.
-    Settings given as flags are fixed and not searched."""
+    is an ordinary recorded run; the study lives in the records database, so several processes share it: more
+    `ftlab sweep --study NAME`, and any idle `ftlab worker`. Settings given as flags are fixed and not searched."""
     from ftlab.evaluate.judges import validation_judge
     from ftlab.records.db import database_url
     from ftlab.train.sweep import Sweep, create_sweep, load_sweep, new_study_name, optimize
@@ -122,22 +123,23 @@ def sweep_command(
             fixed = {name for name, text in settings.items() if text is not None}
             fixed |= set(read_settings(config_file)) if config_file else set()
             sweep = Sweep(study or new_study_name(), train_file, validation, config, fixed_space(space, fixed),
-                          trials, url)  # fmt: skip
+                          trials, url, heartbeat)  # fmt: skip
             score_validation = validation_judge(config.select_by)
             create_sweep(sweep, score_validation)
     except (ValueError, LookupError, ModelNotFound, ConfigFileError) as exc:  # DataError, SpaceError too
         fail(str(exc))
     console.print(f"Study [bold]{escape(sweep.name)}[/]: {sweep.direction} {sweep.config.select_by} over "
                   f"{sweep.n_trials} trials, searching {', '.join(sweep.space)}"
-                  + (f", {workers} processes" if workers > 1 else ""))  # fmt: skip
+                  + (f", {workers} processes" if workers > 1 else "")
+                  + ("; no trial runs here: `ftlab worker`s run them" if workers == 0 else ""))  # fmt: skip
     context = multiprocessing.get_context("spawn")
-    others = [context.Process(target=join_study, args=(sweep.name, url, n, timeout_s, heartbeat))
+    others = [context.Process(target=join_study, args=(sweep.name, url, n, timeout_s))
               for n in range(1, workers)]  # fmt: skip
     for process in others:
         process.start()
     try:
-        optimize(sweep, timeout=timeout_s, heartbeat_s=heartbeat, on_trial=show_trial,
-                 score_validation=score_validation)  # fmt: skip
+        if workers:
+            optimize(sweep, timeout=timeout_s, on_trial=show_trial, score_validation=score_validation)
     except DataError as exc:
         fail(str(exc))
     finally:

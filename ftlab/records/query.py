@@ -392,6 +392,14 @@ class StudyRow:
     def metric(self) -> str:
         return (self.attrs.get("config") or {}).get("select_by", "?")
 
+    @property
+    def open(self) -> bool:
+        """Whether the study may want another trial (a queued retry, or fewer finished trials than asked and not
+        as many failed): where an idle worker looks; `ftlab.train.sweep.wants_trial` has the last word."""
+        n_trials = self.attrs.get("n_trials", 0)
+        done = self.states.get("complete", 0) + self.states.get("pruned", 0)
+        return self.states.get("waiting", 0) > 0 or (done < n_trials and self.states.get("fail", 0) < n_trials)
+
 
 def _has_studies(db: Session) -> bool:
     return inspect(db.get_bind()).has_table("studies")

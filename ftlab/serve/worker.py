@@ -1,11 +1,13 @@
-"""The training worker: takes queued jobs from the database one at a time and runs the training recipe.
+"""The training worker: takes queued jobs from the database one at a time and runs the training recipe; with no
+job queued, it runs trials of the sweeps (`ftlab sweep`) in the same database that want more.
 
 Several workers (on one machine or several) can share a database: a job is claimed with a conditional UPDATE
 (`… WHERE status = 'queued'`), so exactly one worker wins it. A running job carries its worker's id and a
 heartbeat. When a worker dies (kill -9, power loss), the next worker or server to start notices — at once
 when the dead process was on the same machine, otherwise when the heartbeat is older than `stale_after` — and
 queues the job again to resume from its last per-epoch checkpoint, or marks it failed after `max_attempts`.
-A job is never left "running" without a live worker behind it.
+A job is never left "running" without a live worker behind it. A sweep's trials keep their own heartbeats
+(Optuna's, see `ftlab.train.sweep`): a trial whose worker dies is retried by the next process to look.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from ftlab.config import TrainConfig
 from ftlab.infer.refs import checkpoint_model_name, fine_tuned_model_name
+from ftlab.records import query
 from ftlab.records.db import init_db, session_scope
 from ftlab.records.store import RunRecorder
 from ftlab.records.tables import Checkpoint, Job, RunMetric, now
@@ -173,7 +176,8 @@ def _jsonable(data: dict) -> dict:
 
 
 class Worker:
-    """One worker process: recovers orphaned jobs, then trains queued jobs one at a time."""
+    """One worker process: recovers orphaned jobs, then trains queued jobs one at a time, and trials of open
+    sweeps while no job is queued."""
 
     def __init__(
         self,
@@ -191,6 +195,7 @@ class Worker:
         self.parent_pid = parent_pid
         self.exit_when_idle = exit_when_idle
         self.stopping = threading.Event()
+        self.skipped_studies: set[str] = set()  # studies this worker cannot run (their data files are elsewhere)
 
     def _parent_gone(self) -> bool:
         return self.parent_pid is not None and os.getppid() != self.parent_pid
@@ -215,11 +220,38 @@ class Worker:
                 job_pk = claim_next_job(db, self.id)
             if job_pk is not None:
                 self.run_job(job_pk)
+            elif self.run_study_trial():
+                continue
             elif self.exit_when_idle:
                 break
             else:
                 self.stopping.wait(self.poll_interval)
         log.info("worker %s stopped", self.id)
+
+    def run_study_trial(self) -> bool:
+        """One trial of a sweep that wants more, when there is one (a queued job waits for it to end); whether
+        a trial ran. A study this worker cannot run (data files not on this machine, a judge it cannot load) is
+        logged and left to other processes."""
+        with session_scope() as db:
+            names = [s.name for s in query.list_studies(db) if s.open and s.name not in self.skipped_studies]
+        if not names:
+            return False
+        from ftlab.evaluate.judges import validation_judge
+        from ftlab.train.sweep import load_sweep, optimize  # optuna, torch and transformers load only here
+
+        for name in names:
+            try:
+                sweep = load_sweep(name)
+                ran = optimize(sweep, worker=os.getpid(), max_trials=1, score_validation=validation_judge(
+                    sweep.config.select_by), should_stop=lambda: self.stopping.is_set() or self._parent_gone())
+            except Exception:  # a broken study must not stop the worker: its jobs still need it
+                log.exception("cannot run trials of study %s here; leaving it to other processes", name)
+                self.skipped_studies.add(name)
+                continue
+            if ran:
+                log.info("ran a trial of study %s", name)
+                return True
+        return False
 
     def _heartbeat(self, job_pk: int, done: threading.Event) -> None:
         while not done.wait(HEARTBEAT_S):

@@ -1,13 +1,14 @@
 """Hyperparameter sweeps of the recipe on Optuna: each trial an ordinary ftlab run, the study in the records database.
 
 A study is created once (`create_sweep`) with everything it needs — the data files (and their sha256), the fixed
-settings, the metric (`select_by`), the search space and the number of trials — kept as the study's attributes,
-so any process that reaches the database joins it by name (`load_sweep`) and runs trials (`optimize`) until the
-study has its number: `ftlab sweep --workers N` on one machine, `ftlab sweep --study NAME` on others. TPE proposes
-each trial's settings; the metric of each evaluation goes to a median pruner, which stops a trial that falls
-behind the others at the same step (through the recipe's `should_stop`). A trial's process sends heartbeats; when
-one dies mid-trial, the next trial any process starts marks it failed and queues it again, and the retry resumes
-the dead trial's run folder from its last epoch checkpoint.
+settings, the metric (`select_by`), the search space, the number of trials and the heartbeat — kept as the study's
+attributes, so any process that reaches the database joins it by name (`load_sweep`) and runs trials (`optimize`)
+while the study wants more: `ftlab sweep --workers N` on one machine, `ftlab sweep --study NAME` or any idle
+`ftlab worker` (the service's training worker) on others. TPE proposes each trial's settings; the metric of each
+evaluation goes to a median pruner, which stops a trial that falls behind the others at the same step (through the
+recipe's `should_stop`). A trial's process sends heartbeats; when one dies mid-trial, the next process to look
+marks it failed and queues it again, and the retry resumes the dead trial's run folder from its last epoch
+checkpoint. A trial its process stops on purpose (a worker shutting down) is queued again the same way.
 
 Optuna's tables live beside ftlab's in one database (`FTLAB_DATABASE_URL`). Both keep Alembic's `alembic_version`
 table: ftlab's migrations own it (`init_db` runs first) and Optuna is told not to compare its own schema revision
@@ -20,6 +21,7 @@ import difflib
 import json
 import os
 import socket
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,6 +55,10 @@ FIXED = ("model", "method", "suffix", "select_by", "labels", "lora_target_module
 HEARTBEAT_S = 10  # a trial silent for three heartbeats counts as dead
 MAX_RETRIES = 2  # how often a dead trial is queued again
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+class TrialInterrupted(RuntimeError):
+    """The trial's process stopped it (a worker shutting down); it is queued again to resume its run folder."""
 
 
 class SpaceError(ValueError):
@@ -160,6 +166,7 @@ class Sweep:
     space: dict[str, dict[str, Any]]
     n_trials: int
     url: str
+    heartbeat_s: int = HEARTBEAT_S  # every process of the study beats, and judges others dead, at this pace
 
     @property
     def direction(self) -> str:
@@ -171,7 +178,7 @@ class Sweep:
             "train_file": str(self.train_file.resolve()), "validation_file": str(self.validation_file.resolve()),
             "train_sha256": file_sha256(self.train_file), "validation_sha256": file_sha256(self.validation_file),
             "config": self.config.model_dump(mode="json"), "space": self.space, "n_trials": self.n_trials,
-            "report_dir": str(studies_dir() / self.name),
+            "heartbeat_s": self.heartbeat_s, "report_dir": str(studies_dir() / self.name),
         }  # fmt: skip
 
 
@@ -230,11 +237,30 @@ def load_sweep(name: str, url: str | None = None) -> Sweep:
         if not path.is_file() or file_sha256(path) != attrs[f"{role}_sha256"]:
             raise DataError(f"the study's {role} file is missing here or has changed since the study began", path=path)
     return Sweep(name, Path(attrs["train_file"]), Path(attrs["validation_file"]),
-                 TrainConfig.model_validate(attrs["config"]), attrs["space"], attrs["n_trials"], url)  # fmt: skip
+                 TrainConfig.model_validate(attrs["config"]), attrs["space"], attrs["n_trials"], url,
+                 attrs.get("heartbeat_s", HEARTBEAT_S))  # fmt: skip
 
 
 def done_trials(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=DONE))
+
+
+def wants_trial(study: optuna.Study, n_trials: int) -> bool:
+    """Whether the study should start another trial now: one is queued (a retry), or its finished and running
+    trials are fewer than `n_trials` — after failing (and queueing again) the trials whose process stopped beating.
+    A study whose failures (those not queued again) reach `n_trials` wants no more: something is wrong."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+        trials = study.get_trials(deepcopy=False)
+        retried = {n for t in trials for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
+    retried |= {t.user_attrs["resumes_trial"] for t in trials if "resumes_trial" in t.user_attrs}
+    states = [t.state for t in trials]
+    if TrialState.WAITING in states:
+        return True
+    failed = [t for t in trials if t.state == TrialState.FAIL and t.number not in retried]
+    busy = sum(states.count(state) for state in (*DONE, TrialState.RUNNING))
+    return len(failed) < n_trials and busy < n_trials
 
 
 def optimize(
@@ -242,49 +268,57 @@ def optimize(
     *,
     worker: int = 0,
     timeout: float | None = None,
-    heartbeat_s: int = HEARTBEAT_S,
+    max_trials: int | None = None,
     score_validation: ScoreReplies | None = None,
     on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
-) -> None:
-    """Run trials of the study in this process until it has `n_trials` complete or pruned ones (counting every
-    process's) or `timeout` seconds have passed. `worker` numbers the processes of one command, so their samplers
-    draw differently."""
-    storage = study_storage(sweep.url, heartbeat_s)
+    should_stop: Callable[[], bool] | None = None,
+) -> int:
+    """Run trials of the study in this process, one at a time, while it wants more (`wants_trial`, counting every
+    process's trials), for at most `max_trials` trials and starting none after `timeout` seconds; the report is
+    redrawn after each. `worker` numbers the processes of one command (or is a pid), so their samplers draw
+    differently; `should_stop` stops the running trial (queued again) and starts no other. Returns the number run.
+
+    Several processes may each start a trial when one is left: a study can end with a trial or two more than asked
+    (each a complete, recorded run), never fewer."""
+    storage = study_storage(sweep.url, sweep.heartbeat_s)
     study = optuna.load_study(study_name=sweep.name, storage=storage)
     # The sampler's seed: the training seed, moved on by the trials already run and by the worker's number, so
     # two processes do not propose the same settings, yet a fresh single-process sweep is repeatable.
-    seed = sweep.config.seed + len(study.trials) + 7919 * worker
+    seed = (sweep.config.seed + len(study.trials) + 7919 * worker) % 2**32
     study.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, sweep.n_trials // 3)))
     study.pruner = optuna.pruners.MedianPruner(n_startup_trials=min(5, max(1, sweep.n_trials // 4)))
-    if done_trials(study) >= sweep.n_trials:
-        return
-
-    def stop_when_done(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    started, finished = time.monotonic(), []
+    stopped = should_stop or (lambda: False)
+    while (wants_trial(study, sweep.n_trials) and (max_trials is None or len(finished) < max_trials)
+           and not stopped() and (timeout is None or time.monotonic() - started < timeout)):  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.optimize(lambda trial: run_trial(sweep, trial, score_validation, stopped), n_trials=1,
+                           catch=(RuntimeError,), callbacks=[lambda study, trial: finished.append(trial)])  # fmt: skip
+        write_report(sweep)
         if on_trial is not None:
-            on_trial(trial)
-        if done_trials(study) >= sweep.n_trials:
-            study.stop()
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.optimize(lambda trial: run_trial(sweep, trial, score_validation), timeout=timeout,
-                       callbacks=[stop_when_done], catch=(RuntimeError,))  # fmt: skip
+            on_trial(finished[-1])
+    return len(finished)
 
 
 def _folder(sweep: Sweep, trial: optuna.Trial) -> Path:
-    """The trial's run folder: a retried trial goes on in the folder of the trial that died."""
-    frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+    """The trial's run folder: a retried trial goes on in the folder of the trial that died, a trial queued again
+    by the process that stopped it in its own (kept in its `run_dir` when it was queued)."""
+    trials = trial.study.get_trials(deepcopy=False)
+    frozen = next(t for t in trials if t.number == trial.number)
     first = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
-    if first is not None:
-        dead = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == first)
-        if dead.user_attrs.get("run_dir") and Path(dead.user_attrs["run_dir"]).is_dir():
-            return Path(dead.user_attrs["run_dir"])
+    earlier = next((t for t in trials if t.number == first), frozen)
+    if earlier.user_attrs.get("run_dir") and Path(earlier.user_attrs["run_dir"]).is_dir():
+        return Path(earlier.user_attrs["run_dir"])
     return runs_dir() / f"{sweep.name}-trial-{trial.number}"
 
 
-def run_trial(sweep: Sweep, trial: optuna.Trial, score_validation: ScoreReplies | None = None) -> float:
+def run_trial(sweep: Sweep, trial: optuna.Trial, score_validation: ScoreReplies | None = None,
+              should_stop: Callable[[], bool] | None = None) -> float:
     """Train one trial as an ordinary recorded run; its value is the best checkpoint's metric. Each evaluation's
-    metric goes to the pruner, whose verdict stops the run (recorded as `pruned`, its checkpoints kept)."""
+    metric goes to the pruner, whose verdict stops the run (recorded as `pruned`, its checkpoints kept).
+    `should_stop` (a worker shutting down) stops it too: then the trial fails and is queued again, with its
+    settings and run folder, for any process to resume."""
     params = suggest(trial, sweep.space)
     config = TrainConfig(**{**sweep.config.model_dump(), **params})
     folder = _folder(sweep, trial)
@@ -292,6 +326,7 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, score_validation: ScoreReplies 
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     recorder = RunRecorder(folder, source="sweep")
     pruned_at: list[int] = []
+    interrupted = should_stop or (lambda: False)
 
     def on_event(event) -> None:
         recorder.on_event(event)
@@ -304,7 +339,7 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, score_validation: ScoreReplies 
     resume = last_checkpoint(folder) is not None
     try:
         result = train(config, sweep.train_file, sweep.validation_file, folder, on_event=on_event,
-                       should_stop=lambda: bool(pruned_at), resume=resume, progress=False,
+                       should_stop=lambda: bool(pruned_at) or interrupted(), resume=resume, progress=False,
                        score_validation=score_validation)  # fmt: skip
     except Exception as exc:
         recorder.fail("failed", f"{type(exc).__name__}: {exc}")
@@ -316,6 +351,9 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, score_validation: ScoreReplies 
     if pruned_at and result.status == "cancelled":  # a verdict at the last evaluation stops nothing
         recorder.fail("pruned", f"stopped by the pruner of study {sweep.name} at step {pruned_at[0]}")
         raise optuna.TrialPruned(f"pruned at step {pruned_at[0]}")
+    if result.status == "cancelled":
+        trial.study.enqueue_trial(trial.params, user_attrs={"run_dir": str(folder), "resumes_trial": trial.number})
+        raise TrialInterrupted(f"trial {trial.number} stopped by its process; queued again to resume {folder}")
     if best is None:
         raise RuntimeError(f"trial {trial.number} ended without an evaluated checkpoint")
     return float(best.metrics[config.selection_metric])
@@ -380,7 +418,8 @@ def write_report(sweep: Sweep) -> Path:
         figure = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
         figure.set_size_inches(8, 4.5)
         figure.tight_layout()
-        figure.savefig(folder / name, dpi=100)
+        figure.savefig(folder / f"{name}.partial", dpi=100, format="png")  # another process may read it meanwhile
+        (folder / f"{name}.partial").replace(folder / name)
         plt.close(figure)
         drawn.append((name, title))
     rows = trial_rows(study)
