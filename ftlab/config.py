@@ -34,9 +34,12 @@ MAX_TARGET_EXAMPLES = 25_000
 MIN_DEFAULT_EPOCHS = 1
 MAX_DEFAULT_EPOCHS = 25
 
-# A candidate "auto" for small sets, not yet the default (see `auto_by_steps`): `benchmarks/auto_defaults.py`
-# measures it against today's rule and a sweep; AUTO_RULE = "steps" switches every front door to it.
-AUTO_RULE: Literal["cookbook", "steps"] = "cookbook"
+# How "auto" resolves n_epochs and learning_rate_multiplier: "cookbook" (OpenAI's epochs, x1) or "steps", a
+# candidate for small sets (`auto_by_steps`) that `benchmarks/auto_defaults.py` measures against it and a sweep.
+# AUTO_RULE is the one line that switches every front door (CLI, HTTP, Python) from one to the other.
+AutoRule = Literal["cookbook", "steps"]
+AUTO_RULES: tuple[AutoRule, ...] = ("cookbook", "steps")
+AUTO_RULE: AutoRule = "cookbook"
 TARGET_STEPS = 60  # optimizer steps a small set needs to learn its reply format (and to stop at the end of it)
 MAX_STEPS_EPOCHS = 10
 SMALL_SET, LARGE_SET = 1_000, 10_000  # adapters get x2.5 the base learning rate up to SMALL_SET, x1 from LARGE_SET
@@ -231,7 +234,7 @@ class TrainConfig(BaseModel):
         """Whether each evaluation generates replies for the validation set and scores them (higher is better)."""
         return self.select_by != VALIDATION_LOSS
 
-    def resolve(self, n_train_examples: int, rule: Literal["cookbook", "steps"] | None = None) -> TrainConfig:
+    def resolve(self, n_train_examples: int, rule: AutoRule | None = None) -> TrainConfig:
         """A copy with every "auto" replaced by the number it stands for, under `rule` (default AUTO_RULE):
         "cookbook" (OpenAI's epochs, learning rate x1) or "steps" (`auto_by_steps`, the candidate)."""
         batch_size = auto_batch_size(n_train_examples) if self.batch_size == "auto" else self.batch_size

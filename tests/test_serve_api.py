@@ -17,6 +17,7 @@ from serve_helpers import EMOJI, Server, chat_rows, run_cli, wait_for, write_jso
 from typer.testing import CliRunner
 
 from ftlab.cli.main import app
+from ftlab.config import TrainConfig
 from ftlab.data.findings import Finding
 from ftlab.data.schema import file_sha256
 
@@ -68,7 +69,8 @@ def test_the_hosted_fine_tuning_script_runs_unchanged(
         hyperparameters={"n_epochs": 2, "batch_size": 5}, suffix="emoji_cls_0829", metadata={"task": "emoji"},
     )  # fmt: skip
     assert job.status == "queued" and job.object == "fine_tuning.job"
-    assert job.hyperparameters.n_epochs == 2 and job.hyperparameters.learning_rate_multiplier == 1.0  # auto resolved
+    auto = TrainConfig(n_epochs=2, batch_size=5).resolve(10).learning_rate_multiplier  # by AUTO_RULE, as the server's
+    assert job.hyperparameters.n_epochs == 2 and job.hyperparameters.learning_rate_multiplier == auto
     assert job.method.type == "supervised" and job.method.supervised.hyperparameters.batch_size == 5
     assert client.fine_tuning.jobs.list(limit=1).data[0].id == job.id
 

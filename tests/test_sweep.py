@@ -141,6 +141,8 @@ def test_a_three_trial_sweep_with_pruning_lands_in_the_records_and_on_the_dashbo
         assert "/studies/three" in listing and "maximize chrf" in listing
         page = httpx.get(f"{base}/studies/three").text
         assert page.count("/runs/run-") >= 4 and "Best: trial 0" in page and 'data-trials="trials-data"' in page
+        best_lr = trials[0].params["learning_rate_multiplier"]
+        assert "settings: <span" in page and f"learning_rate_multiplier={best_lr:.4g}" in page
         assert httpx.get(f"{base}/studies/three/importance.png").headers["content-type"] == "image/png"
         assert httpx.get(f"{base}/studies/nope").status_code == 404
     finally:

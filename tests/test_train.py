@@ -11,7 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ftlab.config import TrainConfig, auto_batch_size, auto_by_steps, auto_epochs
+import ftlab.config
+from ftlab.config import AUTO_RULES, TrainConfig, auto_batch_size, auto_by_steps, auto_epochs
 from ftlab.data.schema import parse_example
 from ftlab.models import load_tokenizer
 from ftlab.train.recipe import last_checkpoint, length_grouped_batches, overfitting, train
@@ -87,19 +88,28 @@ def test_auto_rules_follow_the_cookbook() -> None:
     # starts where 3 epochs would pass 25,000 (8,334 × 3 = 25,002 → 25,000 // 8,334 = 2).
     assert auto_epochs(5_000) == 3 and auto_epochs(8_333) == 3 and auto_epochs(8_334) == 2
     assert auto_batch_size(100) == 8 and auto_batch_size(20) == 2 and auto_batch_size(100_000) == 200
-    resolved = TrainConfig().resolve(40)
+    resolved = TrainConfig().resolve(40, rule="cookbook")
     assert (resolved.n_epochs, resolved.batch_size, resolved.learning_rate_multiplier) == (3, 4, 1.0)
 
 
-def test_the_candidate_auto_rule_gives_small_sets_steps_and_a_larger_learning_rate() -> None:
-    # Not the default (AUTO_RULE = "cookbook"): benchmarks/auto_defaults.py measures it first.
+def test_the_steps_rule_gives_small_sets_steps_and_a_larger_learning_rate() -> None:
     assert auto_by_steps(80, 8) == (6, 2.5) and auto_by_steps(240, 8) == (3, 2.5)  # 60 steps, or the cookbook's
     assert auto_by_steps(3_000, 8)[1] == pytest.approx(1.784, abs=1e-3) and auto_by_steps(20_000, 40) == (1, 1.0)
     assert auto_by_steps(80, 8, "full") == (6, 1.0)
     stepped = TrainConfig().resolve(80, rule="steps")
     assert (stepped.n_epochs, stepped.batch_size, stepped.learning_rate_multiplier) == (6, 8, 2.5)
     assert TrainConfig(n_epochs=2).resolve(80, rule="steps").n_epochs == 2  # a value given stays
-    assert TrainConfig().resolve(80).n_epochs == 3  # today's rule is still the default
+
+
+@pytest.mark.parametrize("rule", AUTO_RULES)
+def test_auto_rule_is_the_one_line_that_switches_the_default(rule: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every front door resolves "auto" through `TrainConfig.resolve` without naming a rule, so AUTO_RULE alone
+    decides; the tests of each rule above name theirs and hold whichever is the default."""
+    monkeypatch.setattr(ftlab.config, "AUTO_RULE", rule)
+    resolved = TrainConfig().resolve(80)
+    assert resolved == TrainConfig().resolve(80, rule=rule)
+    assert (resolved.n_epochs, resolved.learning_rate_multiplier) == {"cookbook": (3, 1.0), "steps": (6, 2.5)}[rule]
+    assert TrainConfig(learning_rate_multiplier=1.5).resolve(80).learning_rate_multiplier == 1.5
 
 
 def test_unknown_setting_fails_loudly() -> None:

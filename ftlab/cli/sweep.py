@@ -150,11 +150,9 @@ def sweep_command(
 
 def report(sweep) -> None:
     """The table of trials, the best trial's settings and checkpoint, and the HTML report."""
-    import optuna
+    from ftlab.train.sweep import best_trial, trial_rows, write_report
 
-    from ftlab.train.sweep import best_trial, study_storage, trial_rows, write_report
-
-    study = optuna.load_study(study_name=sweep.name, storage=study_storage(sweep.url))
+    study = sweep.study()
     print_table(console, trials_table(sweep, trial_rows(study)))
     best = best_trial(study)
     if best is None:

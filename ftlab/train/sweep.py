@@ -172,6 +172,10 @@ class Sweep:
     def direction(self) -> str:
         return "maximize" if self.config.selects_by_task_metric else "minimize"
 
+    def study(self) -> optuna.Study:
+        """The Optuna study, from the records database."""
+        return optuna.load_study(study_name=self.name, storage=study_storage(self.url, self.heartbeat_s))
+
     def attributes(self) -> dict[str, Any]:
         """What the study keeps so that a joining process runs the same trials."""
         return {
@@ -280,8 +284,7 @@ def optimize(
 
     Several processes may each start a trial when one is left: a study can end with a trial or two more than asked
     (each a complete, recorded run), never fewer."""
-    storage = study_storage(sweep.url, sweep.heartbeat_s)
-    study = optuna.load_study(study_name=sweep.name, storage=storage)
+    study = sweep.study()
     # The sampler's seed: the training seed, moved on by the trials already run and by the worker's number, so
     # two processes do not propose the same settings, yet a fresh single-process sweep is repeatable.
     seed = (sweep.config.seed + len(study.trials) + 7919 * worker) % 2**32
@@ -400,7 +403,7 @@ def write_report(sweep: Sweep) -> Path:
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as plots
 
-    study = optuna.load_study(study_name=sweep.name, storage=study_storage(sweep.url))
+    study = sweep.study()
     folder = studies_dir() / sweep.name
     folder.mkdir(parents=True, exist_ok=True)
     pictures = {"history.png": ("the metric by trial", plots.plot_optimization_history),
