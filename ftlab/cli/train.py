@@ -59,7 +59,7 @@ def train_command(
 ) -> None:
     """Fine-tune a chat model on a chat JSONL file (LoRA by default) and write a run folder."""
     from ftlab.evaluate.judges import validation_judge
-    from ftlab.train.recipe import train
+    from ftlab.train.recipe import NonFiniteLoss, train
 
     try:
         config = build_config(settings, config_file)
@@ -95,6 +95,9 @@ def train_command(
                        score_validation=score_validation)
     except (DataError, ModelNotFound) as exc:
         fail(str(exc))
+    except NonFiniteLoss as exc:
+        recorder.fail("failed", str(exc))
+        fail(f"training diverged at {exc}")
     except KeyboardInterrupt:
         recorder.fail("cancelled", "interrupted (Ctrl-C); continue with --resume")
         err.print(f"interrupted: continue with `ftlab train … --output {output} --resume`")
