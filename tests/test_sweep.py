@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 
 from ftlab.cli.main import app
 from ftlab.config import TrainConfig
-from ftlab.records.db import database_url
+from ftlab.records import query
+from ftlab.records.db import session_scope
 from ftlab.train.sweep import (
     DEFAULT_SPACE,
     SpaceError,
@@ -150,26 +151,36 @@ def test_a_three_trial_sweep_with_pruning_lands_in_the_records_and_on_the_dashbo
 
 
 def test_a_trial_its_process_stops_is_queued_again_and_resumed_from_its_checkpoint(
-    home: Path, data, tiny_model_dir: Path
+    home: Path, data, tiny_model_dir: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A worker shutting down stops its trial (`should_stop`): the trial fails, is queued again with its settings
-    and run folder, and whichever process runs next resumes that folder from its epoch checkpoint."""
+    and run folder, and whichever process runs next resumes that folder from its epoch checkpoint. On SQLite and
+    on PostgreSQL: Optuna's tables beside ftlab's, read back as the dashboard reads them."""
+    monkeypatch.setenv("FTLAB_DATABASE_URL", db_url)
     config = TrainConfig(model=str(tiny_model_dir), n_epochs=2, batch_size=4, select_by="chrf")
     sweep = Sweep("stopped", data[0], data[1], config, check_space({"learning_rate_multiplier": {"low": 1, "high": 4}}),
-                  1, database_url())  # fmt: skip
+                  1, db_url)  # fmt: skip
     create_sweep(sweep)
     folder = home / "runs" / "stopped-trial-0"
     assert optimize(sweep, should_stop=lambda: (folder / "checkpoint-epoch-1").is_dir()) == 1
     checkpoint = folder / "checkpoint-epoch-1" / "adapter_model.safetensors"
     written = checkpoint.stat().st_mtime_ns
-    study = optuna.load_study(study_name="stopped", storage=study_storage())
+    study = sweep.study()
     assert [t.state.name for t in study.get_trials()] == ["FAIL", "WAITING"]
+    with session_scope(db_url) as db:
+        assert query.find_study(db, "stopped").open  # what an idle worker looks for
     assert optimize(sweep) == 1 and optimize(sweep) == 0  # the queued trial, then nothing more: 1 trial was asked
     stopped, resumed = study.get_trials()
     assert resumed.state.name == "COMPLETE" and resumed.params == stopped.params
     assert resumed.user_attrs["run_dir"] == str(folder) and checkpoint.stat().st_mtime_ns == written
     rows = (folder / "metrics.csv").read_text().splitlines()[1:]
     assert [int(row.split(",")[0]) for row in rows] == list(range(1, 13))  # each step once, across both processes
+    with session_scope(db_url) as db:
+        found = query.find_study(db, "stopped")
+        assert (found.states, found.best_trial, found.open) == ({"fail": 1, "complete": 1}, 1, False)
+        listed = query.study_trials(db, "stopped")
+        assert [t["state"] for t in listed] == ["fail", "complete"] and listed[1]["params"] == stopped.params
+        assert listed[0]["run"].id == listed[1]["run"].id and listed[1]["run"].status == "succeeded"  # one run, resumed
 
 
 def test_a_sweep_and_an_ftlab_worker_share_a_study_and_one_killed_mid_trial_is_retried(

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Row, column, func, inspect, or_, select, table
+from sqlalchemy import DateTime, Row, String, cast, column, func, inspect, or_, select, table
 from sqlalchemy.orm import Session
 
 from ftlab.config import VALIDATION_LOSS, selection_column
@@ -424,7 +424,7 @@ def list_studies(db: Session) -> list[StudyRow]:
         direction = str(directions.get(study_id, "")).lower()
         best = db.execute(
             select(_trials.c.number, _values.c.value).join(_values, _values.c.trial_id == _trials.c.trial_id)
-            .where(_trials.c.study_id == study_id, _trials.c.state == "COMPLETE")
+            .where(_trials.c.study_id == study_id, cast(_trials.c.state, String) == "COMPLETE")  # a PostgreSQL enum
             .order_by(_values.c.value.desc() if direction == "maximize" else _values.c.value.asc()).limit(1)
         ).first()  # fmt: skip
         rows.append(StudyRow(name, direction, attrs.get(study_id, {}), states.get(study_id, {}),
