@@ -97,7 +97,7 @@ SKIPS: dict[str, str] = {
     "synth label": "generates with the bundled model; tests/test_synth_label.py covers it",
     "synth variants": "generates with the bundled model; tests/test_synth_variants.py covers it",
     "serve": "a server that runs until stopped; tests/test_serve_api.py drives it",
-    "worker": "a worker that runs until stopped; tests/test_serve_worker.py drives it",
+    "worker": "a worker that runs until stopped; tests/test_serve_worker.py and tests/test_sweep.py drive it",
     "runs export": "needs a recorded training run; tests/test_records_export.py exports one",
     "export": "needs a trained run or ft: model; tests/test_export.py exports the tiny model's adapters",
 }
