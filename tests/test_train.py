@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ import ftlab.config
 from ftlab.config import AUTO_RULES, TrainConfig, auto_batch_size, auto_by_steps, auto_epochs
 from ftlab.data.schema import parse_example
 from ftlab.models import load_tokenizer
-from ftlab.train.recipe import last_checkpoint, length_grouped_batches, overfitting, train
+from ftlab.train.recipe import last_checkpoint, length_grouped_batches, overfitting, plot_losses, train
 from ftlab.train.tokenize import IGNORE_INDEX, tokenize_example
 
 MULTI_TURN = {
@@ -317,6 +318,17 @@ def test_a_task_metric_picks_the_checkpoint_and_is_recorded_with_its_cost(tiny_m
     metrics = [e for e in events if e.type == "metrics" and e.data.get("chrf") is not None]
     assert len(metrics) == 4 and ", validation chrf=" in metrics[0].message
     assert any(e.message.startswith("Validation replies for chrf: 4 evaluations of 6 replies") for e in events)
+
+
+def test_the_loss_plot_draws_the_task_metric_on_a_second_axis(tmp_path: Path) -> None:
+    rows = [{"step": 1, "train_loss": 2.0, "valid_loss": None},
+            {"step": 2, "train_loss": 1.5, "valid_loss": 1.7, "set_f1": 0.4},
+            {"step": 4, "train_loss": 1.2, "valid_loss": 1.6, "set_f1": 0.6}]  # fmt: skip
+    plot_losses(rows, tmp_path / "metric.svg", "run", "set_f1")  # SVG: matplotlib keeps each text as a comment
+    plot_losses(rows, tmp_path / "loss.svg", "run")
+    texts = [re.findall(r"<!-- (.*?) -->", (tmp_path / name).read_text()) for name in ("metric.svg", "loss.svg")]
+    assert {"validation set_f1", "0.600"} <= set(texts[0]) and texts[0][-1] == "set_f1"  # legend, right axis
+    assert "loss (per trained token)" in texts[1] and not any("set_f1" in text for text in texts[1])
 
 
 def test_selection_by_valid_label_scores_the_rate_of_allowed_replies(tiny_model_dir: Path, data, tmp_path) -> None:
