@@ -283,7 +283,7 @@ def optimize(
     differently; `should_stop` stops the running trial (queued again) and starts no other. Returns the number run.
 
     Several processes may each start a trial when one is left: a study can end with a trial or two more than asked
-    (each a complete, recorded run), never fewer."""
+    (each a complete, recorded run), and fewer only when as many trials as asked have failed."""
     study = sweep.study()
     # The sampler's seed: the training seed, moved on by the trials already run and by the worker's number, so
     # two processes do not propose the same settings, yet a fresh single-process sweep is repeatable.
