@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
 BUNDLED_MODEL = "smollm2-135m-instruct"
@@ -33,6 +34,30 @@ MAX_TARGET_EXAMPLES = 25_000
 MIN_DEFAULT_EPOCHS = 1
 MAX_DEFAULT_EPOCHS = 25
 DEFAULT_BETA = 0.1  # DPO's beta when "auto": the DPO paper's and TRL's default
+
+# How "auto" resolves n_epochs and learning_rate_multiplier: "cookbook" (OpenAI's epochs, x1) or "steps", a
+# candidate for small sets (`auto_by_steps`) that `benchmarks/auto_defaults.py` measures against it and a sweep.
+# AUTO_RULE is the one line that switches every front door (CLI, HTTP, Python) from one to the other.
+AutoRule = Literal["cookbook", "steps"]
+AUTO_RULES: tuple[AutoRule, ...] = ("cookbook", "steps")
+AUTO_RULE: AutoRule = "cookbook"
+TARGET_STEPS = 60  # optimizer steps a small set needs to learn its reply format (and to stop at the end of it)
+MAX_STEPS_EPOCHS = 10
+SMALL_SET, LARGE_SET = 1_000, 10_000  # adapters get x2.5 the base learning rate up to SMALL_SET, x1 from LARGE_SET
+SMALL_SET_LR_MULTIPLIER = 2.5
+
+# What a run can pick its best checkpoint by (`select_by`) besides validation loss: the per-example scores of
+# `ftlab eval` (`ftlab.data.scoring`), averaged over replies generated for the validation set (higher is better),
+# or `judge:MODEL`, a score judge's verdict. `valid_label_rate` is another spelling of `valid_label`.
+VALIDATION_LOSS = "valid_loss"
+TASK_METRICS = ("exact", "contains", "json_valid", "set_f1", "field_acc", "chrf", "valid_label")
+METRIC_SPELLINGS = {"valid_label_rate": "valid_label"}
+JUDGE_PREFIX = "judge:"
+
+
+def selection_column(select_by: str) -> str:
+    """The metrics.csv column a `select_by` value is read from: valid_loss, a task metric's name, or `judge`."""
+    return "judge" if select_by.startswith(JUDGE_PREFIX) else select_by
 
 
 def home() -> Path:
@@ -62,6 +87,24 @@ def auto_epochs(n_examples: int) -> int:
     elif n_examples * TARGET_EPOCHS > MAX_TARGET_EXAMPLES:
         n_epochs = max(MIN_DEFAULT_EPOCHS, MAX_TARGET_EXAMPLES // n_examples)
     return n_epochs
+
+
+def auto_by_steps(n_examples: int, batch_size: int, adapter: str = "lora") -> tuple[int, float]:
+    """The candidate "auto" rule: (n_epochs, learning_rate_multiplier) from the number of optimizer steps.
+
+    The cookbook's epochs leave a small set few steps (80 examples in batches of 8: 30), too few for an adapter to
+    learn where a reply ends — measured on real recipes, a quarter of the replies then repeat an ingredient until
+    the length cap (set-F1 0.52) while 5 epochs at x2.5 reach 0.80. So: at least the cookbook's epochs, more until
+    the run has TARGET_STEPS steps (at most MAX_STEPS_EPOCHS), and an adapter's learning rate x2.5 on sets up to
+    SMALL_SET examples, easing (log-linearly) to x1 at LARGE_SET. Full fine-tuning keeps x1."""
+    steps_per_epoch = math.ceil(n_examples / batch_size)
+    n_epochs = max(auto_epochs(n_examples), min(MAX_STEPS_EPOCHS, math.ceil(TARGET_STEPS / steps_per_epoch)))
+    if adapter == "full" or n_examples >= LARGE_SET:
+        return n_epochs, 1.0
+    if n_examples <= SMALL_SET:
+        return n_epochs, SMALL_SET_LR_MULTIPLIER
+    eased = math.log(LARGE_SET / n_examples) / math.log(LARGE_SET / SMALL_SET)  # 1 at SMALL_SET, 0 at LARGE_SET
+    return n_epochs, round(1.0 + (SMALL_SET_LR_MULTIPLIER - 1.0) * eased, 3)
 
 
 def auto_batch_size(n_examples: int) -> int:
@@ -146,7 +189,16 @@ class TrainConfig(BaseModel):
         "epoch", description="Validation loss every N steps, or once per epoch."
     )
     early_stopping_patience: int | None = Field(
-        None, ge=1, description="Stop after this many evaluations without a better validation loss."
+        None, ge=1, description="Stop after this many evaluations without a better value of select_by."
+    )
+    select_by: str = Field(
+        VALIDATION_LOSS, description="What names the best checkpoint and what early stopping watches: valid_loss, "
+        "or a task metric scored at each evaluation on replies generated for the validation set: "
+        f"{', '.join(TASK_METRICS)} (valid_label_rate; needs labels) or judge:MODEL (a 0-10 score judge)."
+    )
+    labels: list[str] | None = Field(
+        None, min_length=1, description="The allowed replies (a label set), for select_by valid_label; on the "
+        "command line a LABELS.txt file, one label per line."
     )
     precision: Literal["auto", "fp32", "bf16-autocast", "bf16"] = Field(
         "auto", description="Weight and compute precision; 'auto' picks the fastest measured for the device."
@@ -171,22 +223,56 @@ class TrainConfig(BaseModel):
             if dpo_only:
                 raise ValueError(f"{' and '.join(dpo_only)} {'is a setting' if len(dpo_only) == 1 else 'are settings'}"
                                  " of method dpo, not of method supervised")  # fmt: skip
+        elif self.select_by != VALIDATION_LOSS:
+            raise ValueError(f"select_by {self.select_by} scores replies of supervised runs; method dpo selects by "
+                             "valid_loss (its preference loss)")
         elif self.adapter == "full":
             raise ValueError("method dpo trains an adapter (lora or dora): its reference, the model the pairs are "
                              "scored against, is the model with the adapter as it started, where full fine-tuning "
                              "would need a second copy of the whole model")  # fmt: skip
         return self
 
-    def resolve(self, n_train_examples: int) -> TrainConfig:
-        """A copy with every "auto" replaced by the number it stands for."""
+    @field_validator("select_by")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        value = METRIC_SPELLINGS.get(value.strip(), value.strip())
+        judge = value.startswith(JUDGE_PREFIX) and value.removeprefix(JUDGE_PREFIX).strip()
+        if value == VALIDATION_LOSS or value in TASK_METRICS or judge:
+            return value
+        names = [VALIDATION_LOSS, *TASK_METRICS, *METRIC_SPELLINGS]
+        close = difflib.get_close_matches(value, names, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ValueError(f"unknown metric{hint}: choose {', '.join(names)} or judge:MODEL")
+
+    @model_validator(mode="after")
+    def _labels_for_label_metrics(self) -> TrainConfig:
+        if self.select_by == "valid_label" and not self.labels:
+            raise ValueError("select_by valid_label needs the label set: labels (--labels LABELS.txt)")
+        return self
+
+    @property
+    def selection_metric(self) -> str:
+        """The metrics.csv column `select_by` is read from (see `selection_column`)."""
+        return selection_column(self.select_by)
+
+    @property
+    def selects_by_task_metric(self) -> bool:
+        """Whether each evaluation generates replies for the validation set and scores them (higher is better)."""
+        return self.select_by != VALIDATION_LOSS
+
+    def resolve(self, n_train_examples: int, rule: AutoRule | None = None) -> TrainConfig:
+        """A copy with every "auto" replaced by the number it stands for, under `rule` (default AUTO_RULE):
+        "cookbook" (OpenAI's epochs, learning rate x1) or "steps" (`auto_by_steps`, the candidate)."""
+        batch_size = auto_batch_size(n_train_examples) if self.batch_size == "auto" else self.batch_size
+        n_epochs, multiplier = auto_epochs(n_train_examples), 1.0
+        if (rule or AUTO_RULE) == "steps":
+            n_epochs, multiplier = auto_by_steps(n_train_examples, int(batch_size), self.adapter)
         return self.model_copy(
             update={
-                "n_epochs": auto_epochs(n_train_examples) if self.n_epochs == "auto" else self.n_epochs,
-                "batch_size": (
-                    auto_batch_size(n_train_examples) if self.batch_size == "auto" else self.batch_size
-                ),
+                "n_epochs": n_epochs if self.n_epochs == "auto" else self.n_epochs,
+                "batch_size": batch_size,
                 "learning_rate_multiplier": (
-                    1.0 if self.learning_rate_multiplier == "auto" else self.learning_rate_multiplier
+                    multiplier if self.learning_rate_multiplier == "auto" else self.learning_rate_multiplier
                 ),
                 "beta": DEFAULT_BETA if self.beta == "auto" and self.method == "dpo" else self.beta,
             }

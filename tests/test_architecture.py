@@ -161,3 +161,14 @@ def test_the_scan_sees_relative_lazy_and_type_only_imports() -> None:
     table = allowed_imports()
     probe = [Import("p", 1, "data", target, type_only) for target, type_only in sorted(found)]
     assert [imp.target for imp in probe if breaks_the_table(imp, table)] == ["infer", "records", "serve"]
+
+
+def test_training_and_evaluation_score_replies_with_one_code() -> None:
+    """`select_by` (train/) and `ftlab eval` (evaluate/) both score with data/scoring.py, and neither imports the
+    other: the metric that picks a checkpoint is the metric an evaluation reports."""
+    for path in ("ftlab/train/recipe.py", "ftlab/evaluate/run.py"):
+        tree = ast.parse((REPO / path).read_text(encoding="utf-8"))
+        assert "ftlab.data.scoring" in {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    table = allowed_imports()
+    assert "evaluate" not in table["train"] and "train" not in table["evaluate"]
+    assert "data" in table["train"] and "data" in table["evaluate"]

@@ -155,6 +155,28 @@ def test_the_limits_themselves_are_allowed() -> None:
     assert TrainConfig(max_length=16).max_length == 16 and TrainConfig().seed == 42
 
 
+def test_a_bad_select_by_is_refused_naming_the_flag_before_any_compute(tmp_path: Path) -> None:
+    train = write_chats(tmp_path / "train.jsonl", 10)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("yes\nno\n")
+    cases = [
+        (["--select-by", "f1"], "--select-by: unknown metric: choose valid_loss, exact, contains, json_valid, set_f1"),
+        (["--select-by", "set-f1"], "--select-by: unknown metric (did you mean 'set_f1'?)"),
+        (["--select-by", "valid_label_rate"], "select_by valid_label needs the label set: labels"),
+        (["--select-by", "valid_label_rate", "--labels", str(tmp_path / "none.txt")],
+         f"--labels: {tmp_path / 'none.txt'}: file not found"),
+        (["--select-by", "judge:no-such-model"], "unknown model 'no-such-model'"),
+    ]  # fmt: skip
+    for flags, message in cases:
+        result = runner.invoke(app, ["train", str(train), "--validation", str(train), "--output", str(tmp_path / "run"),
+                                     *flags])  # fmt: skip
+        assert result.exit_code == 2 and message in flat(result.output), (flags, result.output)
+    assert not (tmp_path / "run").exists()
+    config = build_config({"select_by": "valid_label_rate", "labels": str(labels)})
+    assert (config.select_by, config.labels, config.selection_metric) == ("valid_label", ["yes", "no"], "valid_label")
+    assert "--labels LABELS.txt" in flat(runner.invoke(app, ["train", "--help"]).output)
+
+
 def test_bad_flags_are_named() -> None:
     result = runner.invoke(app, ["train", "missing.jsonl", "--weight-decay", "11", "--warmup-ratio", "nan"])
     assert result.exit_code == 2

@@ -5,18 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ftlab.data.scoring import field_accuracy, json_valid, mean_score, score_example, set_f1
 from ftlab.evaluate.compare import compare_scores, paired_bootstrap
-from ftlab.evaluate.metrics import (
-    aggregate,
-    auto_metrics,
-    corpus_bleu,
-    field_accuracy,
-    json_valid,
-    label_report,
-    parse_metrics,
-    score_example,
-    set_f1,
-)
+from ftlab.evaluate.metrics import aggregate, auto_metrics, corpus_bleu, label_report, parse_metrics
 
 
 def test_set_f1_normalises_case_and_space_and_ignores_order():
@@ -63,6 +54,20 @@ def test_bleu_uses_characters_for_japanese():
     # whitespace tokenisation would see each sentence as one word and score a near miss as 0
     assert corpus_bleu(["東京は日本の首都だ", "猫が好きだ"], refs)["bleu"] > 20
     assert corpus_bleu(["the cat sat"], ["the cat sat"])["bleu_tokenize"] == "13a"
+
+
+def test_select_by_scores_a_set_of_replies_as_eval_sums_it_up():
+    # What a training run picks its checkpoint by (`select_by`) is the number `ftlab eval` reports for that metric.
+    refs = ['["a", "b"]', '["c"]', "not a list"]
+    outputs = ['["a"]', '["c"]', '["x"]']
+    metrics = ["exact", "json_valid", "set_f1", "chrf"]
+    summary = aggregate(outputs, refs, [score_example(o, r, metrics) for o, r in zip(outputs, refs, strict=True)],
+                        metrics)  # fmt: skip
+    for metric in metrics:
+        assert mean_score(metric, outputs, refs) == pytest.approx(summary[metric]), metric
+    assert mean_score("set_f1", outputs, refs) == pytest.approx((2 / 3 + 1) / 2)  # the prose reference is skipped
+    with pytest.raises(ValueError, match="unknown metric 'bleu'"):
+        mean_score("bleu", outputs, refs)
 
 
 def test_auto_metrics_and_aggregate():

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ftlab.evaluate.metrics import aggregate, score_example
+from ftlab.data.scoring import score_example
+from ftlab.evaluate.metrics import aggregate
 from ftlab.evaluate.run import EvalOptions, EvalResult, ModelResult, pairwise_comparisons
 from ftlab.infer.refs import ModelRef
 

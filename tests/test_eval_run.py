@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from ftlab.cli.main import app
 from ftlab.data.schema import read_examples, template_messages
-from ftlab.evaluate.metrics import set_f1
+from ftlab.data.scoring import set_f1
 from ftlab.evaluate.run import EvalOptions, evaluate
 from ftlab.infer.refs import resolve_refs
 from ftlab.models import ModelNotFound

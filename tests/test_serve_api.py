@@ -17,6 +17,7 @@ from serve_helpers import EMOJI, Server, chat_rows, run_cli, wait_for, write_jso
 from typer.testing import CliRunner
 
 from ftlab.cli.main import app
+from ftlab.config import TrainConfig
 from ftlab.data.findings import Finding
 from ftlab.data.schema import file_sha256
 
@@ -68,7 +69,8 @@ def test_the_hosted_fine_tuning_script_runs_unchanged(
         hyperparameters={"n_epochs": 2, "batch_size": 5}, suffix="emoji_cls_0829", metadata={"task": "emoji"},
     )  # fmt: skip
     assert job.status == "queued" and job.object == "fine_tuning.job"
-    assert job.hyperparameters.n_epochs == 2 and job.hyperparameters.learning_rate_multiplier == 1.0  # auto resolved
+    auto = TrainConfig(n_epochs=2, batch_size=5).resolve(10).learning_rate_multiplier  # by AUTO_RULE, as the server's
+    assert job.hyperparameters.n_epochs == 2 and job.hyperparameters.learning_rate_multiplier == auto
     assert job.method.type == "supervised" and job.method.supervised.hyperparameters.batch_size == 5
     assert client.fine_tuning.jobs.list(limit=1).data[0].id == job.id
 
@@ -207,6 +209,23 @@ def test_names_users_build_from_the_id_resolve(
     generated = CliRunner().invoke(app, ["generate", "--model", f"ft:{label}:personal::{key}", "--user", "I love it",
                                          "--max-new-tokens", "6"])  # fmt: skip
     assert generated.exit_code == 0 and generated.output.rstrip("\n") == output.rstrip("\n")
+
+
+def test_a_job_picks_its_checkpoint_by_a_task_metric_and_its_events_carry_it(
+    server: Server, client: openai.OpenAI, uploaded: dict[str, str], tiny_model_dir: Path
+) -> None:
+    job = client.fine_tuning.jobs.create(
+        training_file=uploaded["train"], validation_file=uploaded["valid"], model=str(tiny_model_dir),
+        hyperparameters={"n_epochs": 2, "batch_size": 5, "select_by": "exact"},  # an ftlab extension, like lora_r
+    )  # fmt: skip
+    job = wait_terminal(client, job.id)
+    assert job.status == "succeeded", job.error
+    events = client.fine_tuning.jobs.list_events(fine_tuning_job_id=job.id, limit=100).data
+    scored = [e.data for e in events if e.type == "metrics" and "exact" in e.data]
+    assert [d["step"] for d in scored] == [4, 2] and all(0 <= d["exact"] <= 1 for d in scored)
+    assert any(e.message.startswith("Validation replies for exact: 2 evaluations of 2 replies") for e in events)
+    live = httpx.get(f"http://127.0.0.1:{server.port}/dashboard/api/runs/{job.id}/metrics").json()
+    assert [m["step"] for m in live["metrics"] if m["exact"] is not None] == [2, 4]
 
 
 def test_cancel_a_job_and_page_through_jobs(client: openai.OpenAI, uploaded: dict[str, str], tiny_model_dir: Path):
@@ -373,6 +392,15 @@ BAD_INPUTS = [
     ("reinforcement-method", _job(method={"type": "reinforcement"}), 400,
      ["method.type", "(got 'reinforcement')", "'supervised' or 'dpo'"]),
     ("dpo-on-chat-data", _job(method={"type": "dpo"}), 400, ["training_file", "holds chat examples"]),
+    ("unknown-select-by", _job(hyperparameters={"select_by": "f1"}), 400,
+     ["hyperparameters.select_by", "unknown metric"]),
+    ("select-by-without-validation", _job(hyperparameters={"select_by": "set_f1"}), 400,
+     ["validation_file", "select_by set_f1 scores replies to the validation set"]),
+    ("label-metric-without-labels", _job(validation_file=lambda ids: ids["valid"],
+                                         hyperparameters={"select_by": "valid_label_rate"}), 400,
+     ["select_by valid_label needs the label set"]),
+    ("unknown-judge", _job(validation_file=lambda ids: ids["valid"], hyperparameters={"select_by": "judge:gpt-17"}),
+     400, ["hyperparameters.select_by", "unknown model 'gpt-17'"]),
     ("unknown-model", _job(model="gpt-17-turbo"), 400, ["gpt-17-turbo", "not available"]),
     ("bad-suffix", _job(suffix="my suffix!"), 400, ["suffix"]),
     ("long-suffix", _job(suffix="x" * 65), 400, ["suffix"]),

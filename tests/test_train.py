@@ -1,19 +1,22 @@
-"""The training recipe on a tiny random Llama: mask, determinism, resume, methods, cancel, run folder."""
+"""The training recipe on a tiny random Llama: mask, determinism, resume, methods, cancel, run folder, and the
+checkpoint picked by a task metric scored on generated validation replies (`select_by`)."""
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from ftlab.config import TrainConfig, auto_batch_size, auto_epochs
+import ftlab.config
+from ftlab.config import AUTO_RULES, TrainConfig, auto_batch_size, auto_by_steps, auto_epochs
 from ftlab.data.schema import parse_example
 from ftlab.models import load_tokenizer
-from ftlab.train.recipe import last_checkpoint, length_grouped_batches, overfitting, train
+from ftlab.train.recipe import last_checkpoint, length_grouped_batches, overfitting, plot_losses, train
 from ftlab.train.tokenize import IGNORE_INDEX, tokenize_example
 
 MULTI_TURN = {
@@ -86,8 +89,28 @@ def test_auto_rules_follow_the_cookbook() -> None:
     # starts where 3 epochs would pass 25,000 (8,334 × 3 = 25,002 → 25,000 // 8,334 = 2).
     assert auto_epochs(5_000) == 3 and auto_epochs(8_333) == 3 and auto_epochs(8_334) == 2
     assert auto_batch_size(100) == 8 and auto_batch_size(20) == 2 and auto_batch_size(100_000) == 200
-    resolved = TrainConfig().resolve(40)
+    resolved = TrainConfig().resolve(40, rule="cookbook")
     assert (resolved.n_epochs, resolved.batch_size, resolved.learning_rate_multiplier) == (3, 4, 1.0)
+
+
+def test_the_steps_rule_gives_small_sets_steps_and_a_larger_learning_rate() -> None:
+    assert auto_by_steps(80, 8) == (6, 2.5) and auto_by_steps(240, 8) == (3, 2.5)  # 60 steps, or the cookbook's
+    assert auto_by_steps(3_000, 8)[1] == pytest.approx(1.784, abs=1e-3) and auto_by_steps(20_000, 40) == (1, 1.0)
+    assert auto_by_steps(80, 8, "full") == (6, 1.0)
+    stepped = TrainConfig().resolve(80, rule="steps")
+    assert (stepped.n_epochs, stepped.batch_size, stepped.learning_rate_multiplier) == (6, 8, 2.5)
+    assert TrainConfig(n_epochs=2).resolve(80, rule="steps").n_epochs == 2  # a value given stays
+
+
+@pytest.mark.parametrize("rule", AUTO_RULES)
+def test_auto_rule_is_the_one_line_that_switches_the_default(rule: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every front door resolves "auto" through `TrainConfig.resolve` without naming a rule, so AUTO_RULE alone
+    decides; the tests of each rule above name theirs and hold whichever is the default."""
+    monkeypatch.setattr(ftlab.config, "AUTO_RULE", rule)
+    resolved = TrainConfig().resolve(80)
+    assert resolved == TrainConfig().resolve(80, rule=rule)
+    assert (resolved.n_epochs, resolved.learning_rate_multiplier) == {"cookbook": (3, 1.0), "steps": (6, 2.5)}[rule]
+    assert TrainConfig(learning_rate_multiplier=1.5).resolve(80).learning_rate_multiplier == 1.5
 
 
 def test_unknown_setting_fails_loudly() -> None:
@@ -170,10 +193,14 @@ def cancel_after(n_steps: int):
 # Cancelled at step 7 and resumed from checkpoint-epoch-1 (step 6, one evaluation of patience used), the resumed
 # run must remember the best value and the patience left to stop at step 8 too: forgetting the best value would
 # count step 8 as an improvement, forgetting the patience would allow two more evaluations.
+# early stopping by a task metric: the same run watching the chrF of its generated validation replies (higher is
+# better), which also peaks at step 4 (measured 0.115, then 0.101 and 0.110): the same story, a metric's way up.
+EARLY_STOPPING = {"n_epochs": 6, "learning_rate_multiplier": 50.0, "lora_alpha": 128, "eval_every": 2,
+                  "early_stopping_patience": 2, "lora_dropout": 0.1}
 RESUME_CASES = {
     "plain": ({"n_epochs": 3}, 6, "checkpoint-epoch-1"),
-    "early stopping": ({"n_epochs": 6, "learning_rate_multiplier": 50.0, "lora_alpha": 128, "eval_every": 2,
-                        "early_stopping_patience": 2, "lora_dropout": 0.1}, 7, "checkpoint-epoch-1"),
+    "early stopping": (EARLY_STOPPING, 7, "checkpoint-epoch-1"),
+    "early stopping by a task metric": ({**EARLY_STOPPING, "select_by": "chrf"}, 7, "checkpoint-epoch-1"),
 }
 
 
@@ -205,12 +232,14 @@ def test_resume_equals_uninterrupted(tiny_model_dir: Path, data, tmp_path: Path,
     c = load_file(resumed.final_dir / "adapter_model.safetensors")
     assert a.keys() == c.keys() and all(torch.equal(a[k], c[k]) for k in a)
 
-    if case == "early stopping":
+    if case.startswith("early stopping"):
         rows = read_rows(whole.metrics_csv)
-        valid = {int(r["step"]): float(r["valid_loss"]) for r in rows if r["valid_loss"]}
+        metric = whole.config.selection_metric
+        sign = 1 if metric == "valid_loss" else -1  # lower loss, higher task metric
+        watched = {int(r["step"]): sign * float(r[metric]) for r in rows if r[metric]}
         assert whole.stopped_early and int(rows[-1]["step"]) == 8 < whole.config.n_epochs * 6
         # At the resume point (step 6) patience is half used, and step 8 is still worse than step 4.
-        assert valid[4] < min(valid[6], valid[8])
+        assert list(watched) == [2, 4, 6, 8] and watched[4] < min(watched[6], watched[8])
         # The run stopped early stays stopped: resuming it again trains no further step.
         again = train(config, *data, run, resume=True, progress=False)
         assert again.stopped_early and read_rows(again.metrics_csv) == read_rows(whole.metrics_csv)
@@ -261,3 +290,93 @@ def test_bad_training_file_is_refused_before_any_compute(tiny_model_dir: Path, t
     with pytest.raises(DataError, match="line 1"):
         train(tiny_config(tiny_model_dir), bad, None, tmp_path / "never", progress=False)
     assert not (tmp_path / "never" / "checkpoint-epoch-1").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The checkpoint picked by a task metric (select_by)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_a_task_metric_picks_the_checkpoint_and_is_recorded_with_its_cost(tiny_model_dir: Path, data, tmp_path):
+    # With this seed the chrF of the replies peaks at epoch 1 while the validation loss falls to epoch 4 (measured:
+    # chrF .056 .009 .009 .015, loss 10.53 .. 10.40): the metric, not the loss, names the best checkpoint.
+    events = []
+    config = tiny_config(tiny_model_dir, n_epochs=4, learning_rate_multiplier=50.0, lora_alpha=128, select_by="chrf")
+    result = train(config, *data, tmp_path / "run", on_event=events.append, progress=False)
+    rows = read_rows(result.metrics_csv)
+    assert list(rows[0])[-1] == "chrf" and [r["step"] for r in rows if r["chrf"]] == ["6", "12", "18", "24"]
+    assert all(bool(r["chrf"]) == bool(r["valid_loss"]) for r in rows)
+    by_metric = [c.metrics["chrf"] for c in result.checkpoints]
+    by_loss = [c.metrics["valid_loss"] for c in result.checkpoints]
+    assert result.best_checkpoint.epoch == 1 + by_metric.index(max(by_metric)) == 1
+    assert 1 + by_loss.index(min(by_loss)) == 4  # what selecting by validation loss would have picked
+    record = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert record["selected_by"] == "chrf" and record["best_checkpoint"] == str(result.best_checkpoint.path)
+    cost = record["validation_replies"]
+    assert cost["evaluations"] == 4 and 0 < cost["seconds"] < cost["run_seconds"]
+    assert cost["share_of_run"] == pytest.approx(cost["seconds"] / cost["run_seconds"], rel=0.01)  # rounded s
+    metrics = [e for e in events if e.type == "metrics" and e.data.get("chrf") is not None]
+    assert len(metrics) == 4 and ", validation chrf=" in metrics[0].message
+    assert any(e.message.startswith("Validation replies for chrf: 4 evaluations of 6 replies") for e in events)
+
+
+def test_the_loss_plot_draws_the_task_metric_on_a_second_axis(tmp_path: Path) -> None:
+    rows = [{"step": 1, "train_loss": 2.0, "valid_loss": None},
+            {"step": 2, "train_loss": 1.5, "valid_loss": 1.7, "set_f1": 0.4},
+            {"step": 4, "train_loss": 1.2, "valid_loss": 1.6, "set_f1": 0.6}]  # fmt: skip
+    plot_losses(rows, tmp_path / "metric.svg", "run", "set_f1")  # SVG: matplotlib keeps each text as a comment
+    plot_losses(rows, tmp_path / "loss.svg", "run")
+    texts = [re.findall(r"<!-- (.*?) -->", (tmp_path / name).read_text()) for name in ("metric.svg", "loss.svg")]
+    assert {"validation set_f1", "0.600"} <= set(texts[0]) and texts[0][-1] == "set_f1"  # legend, right axis
+    assert "loss (per trained token)" in texts[1] and not any("set_f1" in text for text in texts[1])
+
+
+def test_selection_by_valid_label_scores_the_rate_of_allowed_replies(tiny_model_dir: Path, data, tmp_path) -> None:
+    from ftlab.data.scoring import mean_score
+
+    labels = ["item1", "salt"]
+    assert mean_score("valid_label", [" salt ", "pepper", "item1", "x"], ["?"] * 4, labels) == 0.5
+    config = tiny_config(tiny_model_dir, n_epochs=1, select_by="valid_label_rate", labels=labels)
+    assert config.select_by == "valid_label"  # the issue's spelling, stored as `ftlab eval` names it
+    result = train(config, *data, tmp_path / "run", progress=False)
+    assert result.best_checkpoint.metrics["valid_label"] == 0.0  # a random model writes no label
+    with pytest.raises(ValueError, match="select_by valid_label needs the label set"):
+        tiny_config(tiny_model_dir, select_by="valid_label")
+
+
+@pytest.mark.parametrize(("select_by", "validation", "error"), [
+    ("field_acc", True, r"val\.jsonl, line 1: select_by field_acc needs validation replies that are a JSON object"),
+    ("set_f1", False, r"select_by set_f1 scores replies to the validation set: give one"),
+    ("judge:smollm2-135m-instruct", True, r"needs the judge's scoring function"),
+])  # fmt: skip
+def test_a_metric_that_cannot_score_the_validation_set_is_refused_before_any_compute(
+    tiny_model_dir: Path, data, tmp_path: Path, select_by: str, validation: bool, error: str
+) -> None:
+    with pytest.raises(ValueError, match=error):
+        train(tiny_config(tiny_model_dir, select_by=select_by), data[0], data[1] if validation else None,
+              tmp_path / "never", progress=False)  # fmt: skip
+    assert not (tmp_path / "never" / "config.json").exists()
+
+
+@pytest.mark.bundled
+def test_selection_by_the_task_metric_picks_another_checkpoint_than_the_loss(tmp_path: Path) -> None:
+    """Built so the two must disagree: every training reply is the JSON list ["salt"], every validation reference
+    is prose. Learning the JSON raises the loss of the prose references at each epoch, so the loss picks epoch 1,
+    while JSON validity (of the reply the model writes, whatever the reference) is 0 before the model has learnt
+    the format and 1 after (measured: epoch 1 loss 2.71, "Huggley-Lemon-Lemon"; epoch 2 loss 3.20, ["salt"])."""
+
+    def chats(path: Path, n: int, reply: str) -> Path:
+        path.write_text("".join(json.dumps({"messages": [
+            {"role": "user", "content": f"Ingredients of dish number {i}?"},
+            {"role": "assistant", "content": reply}]}) + "\n" for i in range(n)))  # fmt: skip
+        return path
+
+    train_file = chats(tmp_path / "train.jsonl", 8, '["salt"]')
+    validation = chats(tmp_path / "val.jsonl", 3, "Salt and pepper, to taste.")
+    config = TrainConfig(n_epochs=3, batch_size=4, learning_rate_multiplier=4.0, select_by="json_valid")
+    result = train(config, train_file, validation, tmp_path / "run", progress=False)
+    losses = [c.metrics["valid_loss"] for c in result.checkpoints]
+    valid_json = [c.metrics["json_valid"] for c in result.checkpoints]
+    assert losses == sorted(losses) and losses[0] < losses[-1]  # the loss only rises: it would pick epoch 1
+    assert valid_json[0] < 1.0 == max(valid_json)
+    assert result.best_checkpoint.epoch == 1 + valid_json.index(1.0) > 1

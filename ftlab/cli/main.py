@@ -13,6 +13,7 @@ from ftlab.cli.eval import eval_command
 from ftlab.cli.export import export_command
 from ftlab.cli.runs import runs_app
 from ftlab.cli.serve import serve_app
+from ftlab.cli.sweep import sweep_command
 from ftlab.cli.synth import app as synth_app
 from ftlab.cli.train import generate_command, train_command
 
@@ -40,6 +41,7 @@ app.command("generate")(generate_command)
 app.command("demo")(demo_command)
 app.add_typer(data_app, name="data")
 app.command("eval")(eval_command)
+app.command("sweep")(sweep_command)
 app.command("compare")(compare_command)
 app.command("export")(export_command)
 app.add_typer(serve_app)  # serve, worker, keys

@@ -18,6 +18,8 @@ from ftlab.config import TrainConfig, explain, read_settings, upgrade_settings
 
 # Flags whose names differ from their setting's, public before the flags were derived from TrainConfig.
 FLAG_NAMES = {"n_epochs": ("--epochs", "--n-epochs")}
+# `--labels` names a file, one label per line, as `ftlab eval --labels` does; the setting holds its labels.
+METAVARS = {"labels": "LABELS.txt"}
 SETTINGS_PANEL = "Training settings (also in a --config file)"
 
 
@@ -36,7 +38,15 @@ def _choices(schema: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _flag_value(setting: str, text: str) -> str | list[str]:
-    """A flag's text as TrainConfig reads it: a list setting takes comma-separated names (`q_proj,v_proj`)."""
+    """A flag's text as TrainConfig reads it: a list setting takes comma-separated names (`q_proj,v_proj`), a
+    `--labels` the labels of its file."""
+    if setting == "labels":
+        from ftlab.data.labels import read_labels
+
+        try:
+            return read_labels(Path(text))
+        except ValueError as exc:
+            raise ValueError(f"{flag(setting)}: {exc}") from None
     choices = _choices(_schema(setting))
     words = [c["const"] for c in choices if "const" in c]
     return text.split(",") if text not in words and any(c.get("type") == "array" for c in choices) else text
@@ -70,18 +80,19 @@ def _setting_parameter(name: str) -> inspect.Parameter:
     bounds = _range(schema)
     notes = [f"[{bounds}]" if bounds else "", "" if field.default is None else f"[default: {field.default}]"]
     option = typer.Option(
-        None, *FLAG_NAMES.get(name, (flag(name),)), metavar=_metavar(schema), show_default=False,
+        None, *FLAG_NAMES.get(name, (flag(name),)), metavar=METAVARS.get(name) or _metavar(schema),
+        show_default=False,
         help=escape(" ".join([field.description or "", *notes]).strip()), rich_help_panel=SETTINGS_PANEL,
     )  # fmt: skip
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=str | None)
 
 
-def takes_settings(command: Callable[..., None]) -> Callable[..., None]:
-    """Give a typer command one option per TrainConfig field, received in its `**settings` (typer reads the
-    signature through `inspect.signature`, which honours `__signature__`)."""
+def takes_settings(command: Callable[..., None], exclude: tuple[str, ...] = ()) -> Callable[..., None]:
+    """Give a typer command one option per TrainConfig field (but those in `exclude`), received in its
+    `**settings` (typer reads the signature through `inspect.signature`, which honours `__signature__`)."""
     own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind != p.VAR_KEYWORD]
     command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        own + [_setting_parameter(name) for name in TrainConfig.model_fields]
+        own + [_setting_parameter(name) for name in TrainConfig.model_fields if name not in exclude]
     )
     return command
 

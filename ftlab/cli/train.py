@@ -76,11 +76,13 @@ def train_command(
 ) -> None:
     """Fine-tune a chat model on a chat JSONL file (LoRA by default), or on preference pairs with --method dpo,
     and write a run folder."""
+    from ftlab.evaluate.judges import validation_judge
     from ftlab.train.recipe import NonFiniteLoss, train
 
     try:
         config = build_config(settings, config_file)
-    except ValueError as exc:
+        score_validation = validation_judge(config.select_by)  # a judge is an evaluation's: the recipe gets a function
+    except (ValueError, ModelNotFound) as exc:
         fail(str(exc))
     if resume and output is None:
         fail("--resume needs --output (the run folder to continue)")
@@ -113,7 +115,8 @@ def train_command(
             elif event.type in ("message", "checkpoint"):
                 console.print(event.message)
 
-        result = train(config, train_file, validation, output, on_event=show, resume=resume)
+        result = train(config, train_file, validation, output, on_event=show, resume=resume,
+                       score_validation=score_validation)
     except (DataError, ModelNotFound) as exc:
         fail(str(exc))
     except NonFiniteLoss as exc:
@@ -145,7 +148,8 @@ def train_command(
         f"  loss plot: {result.output_dir / 'loss.png'}\n  peak memory: {describe_memory(result.peak_memory_mib)}"
     )
     if result.best_checkpoint:
-        console.print(f"  best checkpoint (validation loss): {result.best_checkpoint.path}")
+        value = result.best_checkpoint.metrics.get(c.selection_metric)
+        console.print(f"  best checkpoint ({c.selection_metric} {value}): {result.best_checkpoint.path}")
 
 
 def generate_command(

@@ -15,11 +15,13 @@ import math
 import re
 import statistics
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ftlab.config import JUDGE_PREFIX
+from ftlab.data.schema import ChatExample
 from ftlab.infer.backend import ChatBackend, open_backend
 from ftlab.infer.refs import ModelRef
 
@@ -180,15 +182,10 @@ def judge_scores(judges: Sequence[Judge], model_results, kind: str = "score", sc
     """`score` (0–10) or `likert` (a given scale): one number per answer, probability-weighted for local judges."""
     low, high = scale
     template = load_prompt(kind, prompts_dir)
-    options = [str(i) for i in range(low, high + 1)]
-    values = [float(i) for i in range(low, high + 1)]
     summary: dict[str, Any] = {"scale": [low, high]}
     per_example = {}
     for result in model_results:
-        prompts = [render(template, question=_question(e), reference=e["reference"], answer=e["output"],
-                          criteria=criteria, low=low, high=high, scale_labels=None) for e in result.examples]
-        per_judge = _ask_all(judges, prompts, options, values)
-        combined = [combine(item, ensemble) for item in zip(*per_judge, strict=True)]
+        per_judge, combined = _score_answers(judges, result.examples, template, scale, criteria, ensemble)
         scores = [v.value for v in combined]
         valid = [s for s in scores if s is not None]
         summary[result.spec.name] = {
@@ -204,6 +201,47 @@ def judge_scores(judges: Sequence[Judge], model_results, kind: str = "score", sc
         for example, c in zip(result.examples, combined, strict=True):
             example["scores"][f"judge_{kind}"] = None if c.value is None else (c.value - low) / (high - low)
     return JudgeRun(kind, [j.name for j in judges], summary, per_example)
+
+
+def _score_answers(
+    judges: Sequence[Judge], examples: Sequence[dict[str, Any]], template: str, scale: tuple[int, int],
+    criteria: str | None, ensemble: str,
+) -> tuple[list[list[Verdict]], list[Verdict]]:
+    """Every judge's verdict on each answer (`output`, to `conversation` or `prompt`, against `reference`), and
+    the verdicts combined per answer."""
+    low, high = scale
+    options = [str(i) for i in range(low, high + 1)]
+    values = [float(i) for i in range(low, high + 1)]
+    prompts = [render(template, question=_question(e), reference=e["reference"], answer=e["output"],
+                      criteria=criteria, low=low, high=high, scale_labels=None) for e in examples]
+    per_judge = _ask_all(judges, prompts, options, values)
+    return per_judge, [combine(item, ensemble) for item in zip(*per_judge, strict=True)]
+
+
+def validation_judge(select_by: str) -> Callable[[list[ChatExample], list[str]], float] | None:
+    """For `select_by judge:MODEL`, the recipe's `score_validation`: the mean normalised verdict (0–1) of a 0–10
+    score judge (`ftlab eval --judge score`) on the replies a run writes for its validation set; None for the other
+    metrics. The judge's name is resolved now, so an unknown one fails before training; it is loaded at the first
+    evaluation and kept."""
+    if not select_by.startswith(JUDGE_PREFIX):
+        return None
+    from ftlab.evaluate.run import conversation_text
+    from ftlab.infer.refs import resolve_ref
+
+    ref = resolve_ref(select_by.removeprefix(JUDGE_PREFIX).strip())
+    template = load_prompt("score")
+    judges: list[Judge] = []
+
+    def score(examples: list[ChatExample], replies: list[str]) -> float:
+        if not judges:
+            judges.append(Judge(ref))
+        answers = [{"conversation": conversation_text(e), "reference": e.reference(), "output": reply}
+                   for e, reply in zip(examples, replies, strict=True)]  # fmt: skip
+        verdicts = _score_answers(judges, answers, template, (0, 10), None, "mean")[1]
+        valid = [v.value / 10 for v in verdicts if v.value is not None]
+        return statistics.fmean(valid) if valid else 0.0
+
+    return score
 
 
 def judge_rubric(judges: Sequence[Judge], model_results, criteria: dict[str, str], ensemble: str = "majority",

@@ -1,19 +1,20 @@
 """Metrics that compare a model's outputs with reference answers.
 
 Two kinds: per-example scores (exact, contains, json_valid, set_f1, field_acc, valid_label, label_acc, chrf) —
-kept for every example so two models can be compared pairwise — and corpus-level summaries (BLEU, macro-F1,
-per-label precision/recall, confusion pairs, length statistics) computed once over the whole test set.
+kept for every example so two models can be compared pairwise; they live in `ftlab.data.scoring`, which the
+training recipe scores its validation replies with too — and corpus-level summaries (BLEU, macro-F1, per-label
+precision/recall, confusion pairs, length statistics) computed once over the whole test set.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import statistics
-import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
+
+from ftlab.data.scoring import parse_json
 
 METRIC_NAMES = ("exact", "contains", "json_valid", "set_f1", "field_acc", "label", "chrf", "bleu", "length")
 METRIC_HELP = {
@@ -44,7 +45,7 @@ def parse_metrics(spec: str | None) -> list[str] | None:
 def auto_metrics(references: Sequence[str], labels: Sequence[str] | None = None) -> list[str]:
     """Sensible metrics for a test set: JSON metrics when the references are JSON, label metrics when a
     label set is given, chrF/BLEU for free text; always exact match and length."""
-    parsed = [_loads(ref) for ref in references]
+    parsed = [parse_json(ref) for ref in references]
     chosen = ["exact"]
     if labels:
         chosen.append("label")
@@ -55,99 +56,6 @@ def auto_metrics(references: Sequence[str], labels: Sequence[str] | None = None)
     else:
         chosen += ["chrf", "bleu"]
     return chosen + ["length"]
-
-
-# --- per-example metrics -------------------------------------------------------------------------------------
-
-_MISSING = object()
-
-
-def _loads(text: str) -> Any:
-    try:
-        return json.loads(text.strip())
-    except (json.JSONDecodeError, ValueError):
-        return _MISSING
-
-
-def normalise(text: str) -> str:
-    """Case- and space-insensitive form of a string: NFKC, casefolded, inner whitespace collapsed."""
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
-
-
-def exact_match(output: str, reference: str) -> float:
-    return float(output.strip() == reference.strip())
-
-
-def contains(output: str, reference: str) -> float:
-    """1 when the normalised reference is a substring of the normalised output (a code or name in a sentence)."""
-    return float(normalise(reference) in normalise(output))
-
-
-def json_valid(output: str, reference: str) -> float:
-    """1 when the output parses as JSON — and, when the reference is a JSON list or object, as that kind."""
-    value = _loads(output)
-    if value is _MISSING:
-        return 0.0
-    ref = _loads(reference)
-    if isinstance(ref, list | dict):
-        return float(isinstance(value, type(ref)))
-    return 1.0
-
-
-def _string_set(value: Any) -> set[str] | None:
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        return None
-    return {normalise(item) for item in value}
-
-
-def set_f1(output: str, reference: str) -> float | None:
-    """F1 between the output's and the reference's JSON lists of strings (normalised, as sets).
-
-    None when the reference is not such a list (the metric does not apply); 0 when the output is not.
-    """
-    ref = _string_set(_loads(reference))
-    if ref is None:
-        return None
-    pred = _string_set(_loads(output))
-    if pred is None:
-        return 0.0
-    if not ref and not pred:
-        return 1.0
-    overlap = len(ref & pred)
-    if overlap == 0:
-        return 0.0
-    precision, recall = overlap / len(pred), overlap / len(ref)
-    return 2 * precision * recall / (precision + recall)
-
-
-def _same_value(a: Any, b: Any) -> bool:
-    if isinstance(a, str) and isinstance(b, str):
-        return normalise(a) == normalise(b)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same_value(a[k], b[k]) for k in a)
-    return a == b
-
-
-def field_accuracy(output: str, reference: str) -> float | None:
-    """Share of the reference object's top-level fields the output has with an equal value (strings
-    compared normalised). None when the reference is not a JSON object; 0 when the output is not one."""
-    ref = _loads(reference)
-    if not isinstance(ref, dict):
-        return None
-    if not ref:
-        return 1.0
-    pred = _loads(output)
-    if not isinstance(pred, dict):
-        return 0.0
-    return sum(key in pred and _same_value(pred[key], value) for key, value in ref.items()) / len(ref)
-
-
-def sentence_chrf(output: str, reference: str) -> float:
-    from sacrebleu.metrics import CHRF
-
-    return CHRF().sentence_score(output, [reference]).score / 100
 
 
 # --- corpus-level metrics ------------------------------------------------------------------------------------
@@ -220,28 +128,6 @@ def length_stats(outputs: Sequence[str], references: Sequence[str], completion_t
 
 
 # --- putting them together -----------------------------------------------------------------------------------
-
-PER_EXAMPLE = {
-    "exact": exact_match,
-    "contains": contains,
-    "json_valid": json_valid,
-    "set_f1": set_f1,
-    "field_acc": field_accuracy,
-    "chrf": sentence_chrf,
-}
-
-
-def score_example(output: str, reference: str, metrics: Sequence[str], labels: set[str] | None = None):
-    """Per-example scores for the chosen metrics (None where a metric does not apply to this example)."""
-    scores: dict[str, float | None] = {}
-    for name in metrics:
-        if name in PER_EXAMPLE:
-            scores[name] = PER_EXAMPLE[name](output, reference)
-        elif name == "label":
-            allowed = labels if labels is not None else None
-            scores["valid_label"] = float(output.strip() in allowed) if allowed is not None else None
-            scores["label_acc"] = float(output.strip() == reference.strip())
-    return scores
 
 
 def aggregate(

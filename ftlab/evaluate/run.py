@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from ftlab.data.schema import ChatExample, read_test_examples, template_messages
+from ftlab.data.scoring import score_example
 from ftlab.evaluate.compare import compare_scores
-from ftlab.evaluate.metrics import aggregate, auto_metrics, score_example
-from ftlab.infer.backend import ChatBackend, open_backend
+from ftlab.evaluate.metrics import aggregate, auto_metrics
+from ftlab.infer.backend import ChatBackend, default_max_new_tokens, open_backend
 from ftlab.infer.refs import ModelRef
 
 DECODE_MODES = ("free", "constrained", "rank")
@@ -108,15 +109,6 @@ class EvalResult:
         return path
 
 
-def default_max_new_tokens(model: ChatBackend, references: Sequence[str]) -> int:
-    """Room for the longest reference and then some (a quarter more, plus 16 tokens), at most 1,024."""
-    if model.local:
-        longest = max(len(model.tokenizer.encode(ref, add_special_tokens=False)) for ref in references)
-    else:
-        longest = max(len(ref) for ref in references) // 2  # an endpoint: ~2 characters per token at worst
-    return min(1024, int(longest * 1.25) + 16)
-
-
 def generate_outputs(model: ChatBackend, conversations: list[list[dict[str, Any]]], references: Sequence[str],
                      options: EvalOptions) -> list[dict[str, Any]]:
     """What `model` answers to each conversation under the chosen decoding: a dict per example with `output`
@@ -152,7 +144,7 @@ def generate_outputs(model: ChatBackend, conversations: list[list[dict[str, Any]
     return rows
 
 
-def _conversation_text(example: ChatExample) -> str:
+def conversation_text(example: ChatExample) -> str:
     """The conversation so far as `role: text` lines (what a judge reads)."""
     return "\n".join(f"{m.role}: {m.text}" for m in example.prompt_messages())
 
@@ -176,7 +168,7 @@ def evaluate_model(spec: ModelRef, examples: Sequence[ChatExample], metrics: Seq
     for index, (example, reference, row) in enumerate(zip(examples, references, rows, strict=True)):
         scores = score_example(row["output"], reference, metrics, labels)
         records.append({"index": index, "line": example.line, "prompt": example.question(),
-                        "conversation": _conversation_text(example),
+                        "conversation": conversation_text(example),
                         "reference": reference, **row, "scores": scores})
     outputs = [row["output"] for row in rows]
     summary = aggregate(outputs, references, [r["scores"] for r in records], metrics, options.labels,

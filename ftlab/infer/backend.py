@@ -9,6 +9,7 @@ processor — is asked through `local`: an endpoint gets the constraint as a req
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -46,6 +47,16 @@ class ChatBackend(Protocol):
         """One completion per conversation, in the input order (greedy unless temperature > 0). `labels`: the
         reply is exactly one of them; `json_schema`: the reply is JSON valid under it."""
         ...
+
+
+def default_max_new_tokens(model: ChatBackend, references: Sequence[str]) -> int:
+    """Room for the longest reference and then some (a quarter more, plus 16 tokens), at most 1,024: what an
+    evaluation lets a model write, so a reply that repeats itself stops soon after a good one would have."""
+    if model.local:
+        longest = max(len(model.tokenizer.encode(ref, add_special_tokens=False)) for ref in references)
+    else:
+        longest = max(len(ref) for ref in references) // 2  # an endpoint: ~2 characters per token at worst
+    return min(1024, int(longest * 1.25) + 16)
 
 
 def open_backend(

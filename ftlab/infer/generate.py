@@ -87,6 +87,15 @@ class ChatModel:
         """The local model a resolved `ModelRef` names."""
         return cls(ref.model, ref.adapter, device, revision=ref.revision, name=ref.name, batch_size=batch_size)
 
+    @classmethod
+    def around(cls, model, tokenizer, device: torch.device, *, name: str = "in training",
+               batch_size: int = 8) -> ChatModel:
+        """Generation with weights already in memory, loading nothing: the training recipe's model (adapter
+        unmerged, in eval mode) replying to the validation set. The caller owns the model's mode and precision."""
+        chat = cls.__new__(cls)
+        chat.device, chat.name, chat.batch_size, chat.model, chat.tokenizer = device, name, batch_size, model, tokenizer
+        return chat
+
     def prompt_ids(self, messages: list[dict[str, Any]]) -> list[int]:
         """Token ids of a conversation rendered by the chat template, ending with the assistant prompt."""
         ids = self.tokenizer.apply_chat_template(

@@ -4,7 +4,7 @@
 - an adapter folder (it records its base in `adapter_config.json`), or `NAME+ADAPTER_DIR` to name the base
 - `run:DIR`: every checkpoint of a training run folder (`checkpoint-epoch-N/` in epoch order, then `final/`
   unless its weights are byte-identical to the last epoch's), each with its epoch and step for metric curves;
-  `run:DIR@best|final|epoch-N` picks one (best = lowest validation loss, as the recipe chose it)
+  `run:DIR@best|final|epoch-N` picks one (best = the one the recipe chose: by validation loss or `select_by`)
 - `ft:BASE:OWNER:SUFFIX:ID` and `ft:…:ckpt-step-N`: a fine-tuning job's model or checkpoint, looked up in the
   records by its ID (the owner may be anything; a base or suffix, when written, must match the job's)
 - `openai:MODEL@BASE_URL`: a model behind any OpenAI-compatible endpoint (key from `OPENAI_API_KEY`)
@@ -258,7 +258,7 @@ def run_checkpoints(run_dir: Path) -> list[ModelRef]:
 
 
 def run_checkpoint(run_dir: Path, which: str) -> ModelRef:
-    """One checkpoint of a run: `best` (lowest validation loss), `final`, or `epoch-N`."""
+    """One checkpoint of a run: `best` (as the run selected it), `final`, or `epoch-N`."""
     record = read_run_config(run_dir)
     if which == "best":
         best = record.get("best_checkpoint")

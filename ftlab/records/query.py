@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Row, func, or_, select
+from sqlalchemy import DateTime, Row, String, cast, column, func, inspect, or_, select, table
 from sqlalchemy.orm import Session
 
+from ftlab.config import VALIDATION_LOSS, selection_column
 from ftlab.records.tables import Checkpoint, Dataset, Evaluation, EvaluationModel, Job, JobEvent, Run, RunMetric
 
 ACTIVE = ("created", "queued", "running", "validating_files")
@@ -163,7 +164,8 @@ def run_row(db: Session, run: Run) -> RunRow:
 
 def run_metrics(db: Session, run: Run, after_step: int = 0) -> list[dict[str, Any]]:
     """Metric rows of a run after a step (the dashboard polls with the last step it has), with any further
-    train_/valid_ numbers a row carries (DPO's reward margin and accuracy)."""
+    train_/valid_ numbers a row carries (DPO's reward margin and accuracy) and the task metric the run selects
+    its checkpoint by (`select_by`, e.g. `set_f1`) under its own name when it has one."""
     rows = db.execute(
         select(RunMetric.step, RunMetric.train_loss, RunMetric.valid_loss, RunMetric.train_mean_token_accuracy,
                RunMetric.valid_mean_token_accuracy, RunMetric.data)
@@ -171,8 +173,11 @@ def run_metrics(db: Session, run: Run, after_step: int = 0) -> list[dict[str, An
         .order_by(RunMetric.step)
     )  # fmt: skip
     keys = ("step", "train_loss", "valid_loss", "train_mean_token_accuracy", "valid_mean_token_accuracy")
+    metric = selection_column(run.settings.get("select_by", VALIDATION_LOSS))
+    task = {metric: None} if metric != VALIDATION_LOSS else {}
     return [{**{k: v for k, v in (row[-1] or {}).items() if k.startswith(("train_", "valid_")) and k not in keys},
-             **dict(zip(keys, row[:-1], strict=True))} for row in rows]  # fmt: skip
+             **dict(zip(keys, row[:-1], strict=True)), **{k: (row[-1] or {}).get(k) for k in task}}
+            for row in rows]  # fmt: skip
 
 
 def live_metrics(db: Session, run: Run, after_step: int = 0) -> dict[str, Any]:
@@ -358,3 +363,118 @@ def diff(db: Session, a: Run, b: Run) -> list[tuple[str, str, Any, Any]]:
     return [
         (section, name, values[0], values[1]) for section, name, values in comparison(db, [a, b]) if differs(values)
     ]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sweeps: Optuna keeps its studies in its own tables of the same database (`ftlab sweep`); read them here
+# ---------------------------------------------------------------------------------------------------------
+
+_studies = table("studies", column("study_id"), column("study_name"))
+_directions = table("study_directions", column("study_id"), column("direction"))
+_study_attrs = table("study_user_attributes", column("study_id"), column("key"), column("value_json"))
+_trials = table("trials", column("trial_id"), column("number"), column("study_id"), column("state"),
+                column("datetime_start", DateTime), column("datetime_complete", DateTime))  # fmt: skip
+_values = table("trial_values", column("trial_id"), column("value"))
+_params = table("trial_params", column("trial_id"), column("param_name"), column("param_value"),
+                column("distribution_json"))  # fmt: skip
+_trial_attrs = table("trial_user_attributes", column("trial_id"), column("key"), column("value_json"))
+
+
+@dataclass
+class StudyRow:
+    """One study of `ftlab sweep`: its metric and direction, what it was asked for and how far it got."""
+
+    name: str
+    direction: str  # maximize or minimize
+    attrs: dict[str, Any]  # what `ftlab.train.sweep.Sweep.attributes` kept: data, fixed settings, space, n_trials
+    states: dict[str, int]  # trials by state: complete, pruned, running, fail, waiting
+    best_value: float | None = None
+    best_trial: int | None = None
+
+    @property
+    def metric(self) -> str:
+        return (self.attrs.get("config") or {}).get("select_by", "?")
+
+    @property
+    def open(self) -> bool:
+        """Whether the study may want another trial (a queued retry, or fewer finished trials than asked and not
+        as many failed): where an idle worker looks; `ftlab.train.sweep.wants_trial` has the last word."""
+        n_trials = self.attrs.get("n_trials", 0)
+        done = self.states.get("complete", 0) + self.states.get("pruned", 0)
+        return self.states.get("waiting", 0) > 0 or (done < n_trials and self.states.get("fail", 0) < n_trials)
+
+
+def _has_studies(db: Session) -> bool:
+    return inspect(db.get_bind()).has_table("studies")
+
+
+def list_studies(db: Session) -> list[StudyRow]:
+    """Every study, newest first, with its trial counts and best value (none when no sweep ever ran here)."""
+    if not _has_studies(db):
+        return []
+    ids = list(db.execute(select(_studies.c.study_id, _studies.c.study_name).order_by(_studies.c.study_id.desc())))
+    directions = dict(db.execute(select(_directions.c.study_id, _directions.c.direction)).all())
+    attrs: dict[int, dict[str, Any]] = {}
+    for study_id, key, value in db.execute(select(_study_attrs.c.study_id, _study_attrs.c.key,
+                                                  _study_attrs.c.value_json)):  # fmt: skip
+        attrs.setdefault(study_id, {})[key] = json.loads(value)
+    states: dict[int, dict[str, int]] = {}
+    for study_id, state, n in db.execute(select(_trials.c.study_id, _trials.c.state, func.count())
+                                         .group_by(_trials.c.study_id, _trials.c.state)):  # fmt: skip
+        states.setdefault(study_id, {})[str(state).lower()] = n
+    rows = []
+    for study_id, name in ids:
+        direction = str(directions.get(study_id, "")).lower()
+        best = db.execute(
+            select(_trials.c.number, _values.c.value).join(_values, _values.c.trial_id == _trials.c.trial_id)
+            .where(_trials.c.study_id == study_id, cast(_trials.c.state, String) == "COMPLETE")  # a PostgreSQL enum
+            .order_by(_values.c.value.desc() if direction == "maximize" else _values.c.value.asc()).limit(1)
+        ).first()  # fmt: skip
+        rows.append(StudyRow(name, direction, attrs.get(study_id, {}), states.get(study_id, {}),
+                             best[1] if best else None, best[0] if best else None))  # fmt: skip
+    return rows
+
+
+def find_study(db: Session, name: str) -> StudyRow:
+    found = next((row for row in list_studies(db) if row.name == name), None)
+    if found is None:
+        raise LookupError(f"no study {name}")
+    return found
+
+
+def _param_value(stored: float, distribution_json: str) -> Any:
+    """A parameter as the trial used it: Optuna stores a choice's index, an integer as a float."""
+    distribution = json.loads(distribution_json)
+    kind, attrs = distribution["name"], distribution["attributes"]
+    if kind == "CategoricalDistribution":
+        return attrs["choices"][int(stored)]
+    return int(stored) if kind == "IntDistribution" else stored
+
+
+def study_trials(db: Session, name: str) -> list[dict[str, Any]]:
+    """A study's trials in order: number, state, value, parameters, and the run each trained (id, status)."""
+    study_id = db.scalar(select(_studies.c.study_id).where(_studies.c.study_name == name))
+    trials = list(db.execute(
+        select(_trials.c.trial_id, _trials.c.number, _trials.c.state, _trials.c.datetime_start,
+               _trials.c.datetime_complete, _values.c.value)
+        .outerjoin(_values, _values.c.trial_id == _trials.c.trial_id)
+        .where(_trials.c.study_id == study_id).order_by(_trials.c.number)
+    ))  # fmt: skip
+    ids = [t.trial_id for t in trials]
+    params: dict[int, dict[str, Any]] = {}
+    for trial_id, param, stored, distribution in db.execute(select(_params).where(_params.c.trial_id.in_(ids))):
+        params.setdefault(trial_id, {})[param] = _param_value(stored, distribution)
+    attrs: dict[int, dict[str, Any]] = {}
+    for trial_id, key, value in db.execute(select(_trial_attrs).where(_trial_attrs.c.trial_id.in_(ids))):
+        attrs.setdefault(trial_id, {})[key] = json.loads(value)
+    run_ids = [a["run_id"] for a in attrs.values() if "run_id" in a]
+    runs = {run.id: run for run in db.scalars(select(Run).where(Run.id.in_(run_ids)))} if run_ids else {}
+    rows = []
+    for t in trials:
+        extra = attrs.get(t.trial_id, {})
+        seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else None
+        rows.append({"number": t.number, "state": str(t.state).lower(), "value": t.value,
+                     "params": params.get(t.trial_id, {}), "run": runs.get(extra.get("run_id")),
+                     "best_checkpoint": extra.get("best_checkpoint"), "worker": extra.get("worker"),
+                     "seconds": seconds})  # fmt: skip
+    return rows

@@ -195,15 +195,14 @@ def record_dataset(
 
 
 def read_metrics_csv(path: str | Path) -> list[dict[str, Any]]:
-    """The recipe's metrics.csv as dicts (empty cells become None); columns beyond `METRIC_FIELDS` (DPO's reward
-    margin and accuracy) go under "data"."""
+    """The recipe's metrics.csv as dicts (empty cells become None): OpenAI's columns, and any further ones (the
+    task metric a run selects its checkpoint by, e.g. `set_f1`; DPO's reward margin and accuracy)."""
     path = Path(path)
     if not path.exists():
         return []
     with open(path, newline="") as handle:
         return [
-            {"step": int(row["step"]), **{k: float(row[k]) if row.get(k) else None for k in METRIC_FIELDS},
-             "data": {k: float(v) for k, v in row.items() if k != "step" and k not in METRIC_FIELDS and v}}
+            {"step": int(row["step"]), **{k: float(v) if v else None for k, v in row.items() if k != "step"}}
             for row in csv.DictReader(handle)
         ]  # fmt: skip
 
@@ -415,9 +414,15 @@ def _complete_metrics(db: Session, run_pk: int, rows: list[dict[str, Any]], tota
     stale = recorded - {r["step"] for r in rows}
     if stale:
         db.execute(delete(RunMetric).where(RunMetric.run_pk == run_pk, RunMetric.step.in_(stale)))
-    db.add_all(RunMetric(run_pk=run_pk, step=r["step"], total_steps=total_steps, data=r["data"],
-                         **{k: r[k] for k in METRIC_FIELDS})
+    db.add_all(RunMetric(run_pk=run_pk, step=r["step"], total_steps=total_steps, data=_task_metrics(r),
+                         **{k: r.get(k) for k in METRIC_FIELDS})
                for r in rows if r["step"] not in recorded)  # fmt: skip
+
+
+def _task_metrics(row: dict[str, Any]) -> dict[str, Any]:
+    """A metrics.csv row's columns beyond OpenAI's (the `select_by` metric, DPO's rewards), kept in the metric
+    row's data."""
+    return {k: v for k, v in row.items() if k != "step" and k not in METRIC_FIELDS and v is not None}
 
 
 def _checkpoint_row(

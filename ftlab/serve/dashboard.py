@@ -1,5 +1,5 @@
 """The dashboard `ftlab serve` shows at `/`: jobs and runs with live loss curves, checkpoints, datasets,
-evaluations and a side-by-side view of runs.
+evaluations, sweeps and a side-by-side view of runs.
 
 Choice: server-rendered Jinja2 pages plus one small vanilla-JS file that draws the charts as inline SVG and
 polls a JSON endpoint every 2 s while a run is active. Nothing to build, nothing fetched from a CDN (the
@@ -23,6 +23,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
+from ftlab.config import VALIDATION_LOSS, selection_column
 from ftlab.records import format as fmt
 from ftlab.records import query
 from ftlab.records.query import ACTIVE
@@ -147,8 +148,10 @@ def _run_or_404(db: Session, ref: str) -> Run:
 def run_page(request: Request, run_id: str, db: Session = Depends(get_db)):
     run = _run_or_404(db, run_id)
     job = query.run_job(db, run)
+    metric = selection_column(run.settings.get("select_by", VALIDATION_LOSS))
     return templates.TemplateResponse(request, "run.html", {
         "run": run, "row": query.run_row(db, run), "job": job, "events": query.job_events(db, job),
+        "metric": None if metric == VALIDATION_LOSS else metric,
         "datasets": query.run_datasets(db, run), "evaluations": query.run_evaluations(db, run), "nav": "runs",
     })  # fmt: skip
 
@@ -246,6 +249,49 @@ def eval_page(request: Request, eval_id: str, page: int = Query(1, ge=1), db: Se
         "pages": _pages(evaluation.n_examples, EXAMPLES_PER_PAGE), "nav": "evals",
         "judgements": json.dumps(evaluation.judgements, indent=2) if evaluation.judgements else None,
     })  # fmt: skip
+
+
+STUDY_PICTURES = {"importance.png": "parameter importance", "parallel.png": "parallel coordinates"}
+
+
+@pages.get("/studies", response_class=HTMLResponse)
+def studies_page(request: Request, db: Session = Depends(get_db)):
+    return templates.TemplateResponse(request, "studies.html", {"studies": query.list_studies(db), "nav": "studies"})
+
+
+def _study_or_404(db: Session, name: str) -> query.StudyRow:
+    try:
+        return query.find_study(db, name)
+    except LookupError as exc:
+        raise PageNotFound(exc.args[0]) from None
+
+
+@pages.get("/studies/{name}", response_class=HTMLResponse)
+def study_page(request: Request, name: str, db: Session = Depends(get_db)):
+    """A sweep: its best trial, the metric by trial, the pictures of its report, and every trial with its run."""
+    study = _study_or_404(db, name)
+    trials = query.study_trials(db, name)
+    best = next((t for t in trials if t["number"] == study.best_trial), None)
+    done = [t for t in trials if t["state"] in ("complete", "pruned") and t["value"] is not None]
+    chart = {"metric": study.metric, "direction": study.direction,
+             "complete": [[t["number"], t["value"]] for t in done if t["state"] == "complete"],
+             "pruned": [[t["number"], t["value"]] for t in done if t["state"] == "pruned"]}  # fmt: skip
+    report = Path(study.attrs.get("report_dir", ""))
+    pictures = [(file, title) for file, title in STUDY_PICTURES.items() if (report / file).is_file()]
+    params = list(study.attrs.get("space") or dict.fromkeys(p for t in trials for p in t["params"]))
+    return templates.TemplateResponse(request, "study.html", {
+        "study": study, "trials": trials, "best": best, "params": params, "chart": _script_json(chart),
+        "pictures": pictures, "nav": "studies",
+    })  # fmt: skip
+
+
+@pages.get("/studies/{name}/{picture}")
+def study_picture(name: str, picture: str, db: Session = Depends(get_db)) -> FileResponse:
+    """A picture of the study's report (drawn by `ftlab sweep` into its report folder)."""
+    path = Path(_study_or_404(db, name).attrs.get("report_dir", "")) / picture
+    if picture not in STUDY_PICTURES or not path.is_file():
+        raise HTTPException(404)
+    return FileResponse(path)
 
 
 # JSON for the live parts -------------------------------------------------------------------------------------------

@@ -16,10 +16,10 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ftlab.config import TrainConfig, explain, runs_dir
+from ftlab.config import JUDGE_PREFIX, TrainConfig, explain, runs_dir
 from ftlab.data.schema import data_kind
 from ftlab.data.validate import example_count_finding, server_min_examples
-from ftlab.infer.refs import organization, resolve_init_adapter
+from ftlab.infer.refs import organization, resolve_init_adapter, resolve_ref
 from ftlab.models import ModelNotFound, base_problem
 from ftlab.records.tables import Checkpoint, Job, JobEvent, Run, new_id, now
 from ftlab.serve import catalog
@@ -150,6 +150,8 @@ def _train_config(request: JobCreate, model: str, init_adapter: str | None) -> T
         return TrainConfig(**{name: value for name, (_, value) in given.items()})
     except ValidationError as exc:
         setting, message = explain(exc.errors()[0])
+        if not setting:  # a check across settings (select_by valid_label without labels)
+            raise bad_request(f"Invalid hyperparameters: {message}", param=None, code="invalid_value") from None
         param = given[setting][0] if setting in given else None
         code = "unsupported_method" if setting == "method" else "invalid_value"
         text = f"Invalid value for '{param or setting}': {message}" if setting else f"Invalid settings: {message}"
@@ -204,6 +206,15 @@ def create_job(db: Session, request: JobCreate, caller: Caller) -> Job:
             )
         _, datasets["validation"] = _examples_of(db, request.validation_file, "validation_file", caller,
                                                  config.method)  # fmt: skip
+    elif config.selects_by_task_metric:
+        raise bad_request(f"select_by {config.select_by} scores replies to the validation set: give a "
+                          "validation_file", param="validation_file", code="invalid_value")  # fmt: skip
+    if config.selection_metric == "judge":
+        try:  # the judge is loaded by the worker; its name is checked now
+            resolve_ref(config.select_by.removeprefix(JUDGE_PREFIX).strip(), download=False)
+        except (ModelNotFound, ValueError) as exc:
+            raise bad_request(f"Invalid select_by judge: {exc}", param="hyperparameters.select_by",
+                              code="invalid_value") from None  # fmt: skip
     resolved = config.resolve(n_train)
     hyperparameters = {key: getattr(resolved, key) for key in OPENAI_HYPERPARAMETERS}
     method_hyperparameters = hyperparameters | ({"beta": resolved.beta} if resolved.method == "dpo" else {})

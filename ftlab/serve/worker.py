@@ -14,6 +14,10 @@ to the next one. SIGTERM stops training at the next step and queues the job agai
 
 With `processes` > 1 (or an accelerate config) a worker trains each job in that many processes started by
 `accelerate launch` (`ftlab.train.launch`): the worker itself still claims, records, beats and cancels.
+
+With no job queued, a worker runs trials of the sweeps (`ftlab sweep`) in the same database that want more.
+A trial keeps its own heartbeats (Optuna's, see `ftlab.train.sweep`): one whose worker dies is retried by the
+next process to look.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from sqlalchemy.orm import Session
 
 from ftlab.config import TrainConfig, runs_dir
 from ftlab.infer.refs import checkpoint_model_name, fine_tuned_model_name
+from ftlab.records import query
 from ftlab.records.db import init_db, session_scope
 from ftlab.records.store import RunRecorder
 from ftlab.records.tables import Checkpoint, Job, JobEvent, Run, RunMetric, now
@@ -234,7 +239,8 @@ def _jsonable(data: dict) -> dict:
 
 
 class Worker:
-    """One worker process: recovers orphaned jobs, then trains queued jobs one at a time."""
+    """One worker process: recovers orphaned jobs, then trains queued jobs one at a time, and trials of open
+    sweeps while no job is queued."""
 
     def __init__(
         self,
@@ -256,6 +262,7 @@ class Worker:
         self.parent_pid = parent_pid
         self.exit_when_idle = exit_when_idle
         self.stopping = threading.Event()
+        self.skipped_studies: set[str] = set()  # studies this worker cannot run (their data files are elsewhere)
 
     def _parent_gone(self) -> bool:
         return self.parent_pid is not None and os.getppid() != self.parent_pid
@@ -281,6 +288,8 @@ class Worker:
                 continue
             if job_pk is not None:
                 self.run_job(job_pk)
+            elif self.run_study_trial():
+                continue
             elif self.exit_when_idle:
                 break
             else:
@@ -293,6 +302,35 @@ class Worker:
                 log.warning("recovered orphaned job %s", job_id)
         with session_scope() as db:
             return claim_next_job(db, self.id)
+
+    def run_study_trial(self) -> bool:
+        """One trial of a sweep that wants more, when there is one (a queued job waits for it to end); whether
+        a trial ran. A study this worker cannot run (data files not on this machine, a judge it cannot load) is
+        logged and left to other processes."""
+        try:
+            with session_scope(read_only=True) as db:
+                names = [s.name for s in query.list_studies(db) if s.open and s.name not in self.skipped_studies]
+        except Exception:  # the database is unreachable for a moment: the loop looks again
+            log.exception("could not look for sweeps that want trials")
+            return False
+        if not names:
+            return False
+        from ftlab.evaluate.judges import validation_judge
+        from ftlab.train.sweep import load_sweep, optimize  # optuna, torch and transformers load only here
+
+        for name in names:
+            try:
+                sweep = load_sweep(name)
+                ran = optimize(sweep, worker=os.getpid(), max_trials=1, score_validation=validation_judge(
+                    sweep.config.select_by), should_stop=lambda: self.stopping.is_set() or self._parent_gone())
+            except Exception:  # a broken study must not stop the worker: its jobs still need it
+                log.exception("cannot run trials of study %s here; leaving it to other processes", name)
+                self.skipped_studies.add(name)
+                continue
+            if ran:
+                log.info("ran a trial of study %s", name)
+                return True
+        return False
 
     def _heartbeat(self, job_pk: int, done: threading.Event) -> None:
         while not done.wait(HEARTBEAT_S):
@@ -350,6 +388,7 @@ class Worker:
         return path
 
     def _train(self, job_pk: int, plan: JobPlan, recorder: RunRecorder, progress: JobProgress) -> None:
+        from ftlab.evaluate.judges import validation_judge
         from ftlab.train.launch import train_in_processes
         from ftlab.train.recipe import train  # torch and transformers load only in the worker
 
@@ -366,7 +405,8 @@ class Worker:
             else:
                 result = train(plan.config, plan.train_file, plan.validation_file, plan.output_dir,
                                on_event=recorder.on_event, should_stop=progress.should_stop, resume=plan.resume,
-                               progress=False)  # fmt: skip
+                               progress=False,
+                               score_validation=validation_judge(plan.config.select_by))  # fmt: skip
         finally:
             done.set()
             beat.join()

@@ -58,6 +58,7 @@ from ftlab.train.recipe import (
     accelerator_and_precision,
     autocast,
     collate,
+    is_better,
     last_checkpoint,
     length_grouped_batches,
     load_trainable_weights,
@@ -360,7 +361,7 @@ def train_dpo(
         write_metrics(metrics_csv, loop.rows, METRIC_COLUMNS)
         if loop.rows:
             plot_losses(loop.rows, output_dir / "loss.png", f"{config.model} · dpo · {output_dir.name}",
-                        "DPO loss (per pair)")  # fmt: skip
+                        ylabel="DPO loss (per pair)")  # fmt: skip
         record.update({
             "status": status, "finished_at": datetime.now(UTC).isoformat(), "trained_tokens": loop.trained_tokens,
             "steps_done": loop.step, "stopped_early": loop.stopped_early,
@@ -387,8 +388,8 @@ def _after_validation(loop: LoopState, row: dict, config: TrainConfig, emit: Cal
     if overfitting(loop.evals):
         emit(TrainEvent("warning", f"Step {loop.step}: validation loss rose for two evaluations in a row while "
                         "training loss fell — the model may be overfitting"))  # fmt: skip
-    if row["valid_loss"] < loop.best_valid:
-        loop.best_valid, loop.patience_left = row["valid_loss"], config.early_stopping_patience
+    if is_better(row["valid_loss"], loop.best, config):  # DPO selects by valid_loss (the config refuses others)
+        loop.best, loop.patience_left = row["valid_loss"], config.early_stopping_patience
     elif loop.patience_left is not None:
         loop.patience_left -= 1
 

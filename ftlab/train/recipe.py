@@ -1,13 +1,15 @@
 """The supervised fine-tuning recipe: chat JSONL in, LoRA/DoRA/full checkpoints, metrics and plots out.
 
 Read it top to bottom — `train()` is the whole recipe: load data → resolve "auto" → load model and adapter →
-loop over epochs of length-grouped batches → validate → checkpoint → metrics and plot. No trainer class and no
-callbacks beyond one `on_event` function. What makes it fast on a CPU (measured, see shared/MEASUREMENTS.md):
-fp32 weights with bf16 autocast, eager attention, batches grouped by length (little padding), and the output
-layer computed only at positions whose next token is trained. Several processes (GPUs, or CPU processes over
-gloo) work through `accelerate launch` or `torchrun`: `batch_size` stays the examples per optimizer step, each
-process trains its share of every batch, the loss is weighted by trained tokens across all of them, and only the
-first process writes and reports — so a run's curve does not depend on how many processes trained it.
+loop over epochs of length-grouped batches → validate (loss, and with `select_by` a task metric scored on replies
+generated for the validation set) → checkpoint → metrics and plot. No trainer class and no callbacks beyond one
+`on_event` function (and `score_validation`, a plain function for a metric only a front door can compute).
+What makes it fast on a CPU (measured, see shared/MEASUREMENTS.md): fp32 weights with bf16 autocast, eager
+attention, batches grouped by length (little padding), and the output layer computed only at positions whose
+next token is trained. Several processes (GPUs, or CPU processes over gloo) work through `accelerate launch` or
+`torchrun`: `batch_size` stays the examples per optimizer step, each process trains its share of every batch,
+the loss is weighted by trained tokens across all of them, and only the first process writes and reports — so a
+run's curve does not depend on how many processes trained it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -37,9 +39,13 @@ from torch import nn
 
 import ftlab
 from ftlab.config import TrainConfig, runs_dir
-from ftlab.data.schema import ChatExample, DataError, file_sha256, read_examples
+from ftlab.data.schema import ChatExample, DataError, file_sha256, read_examples, template_messages
+from ftlab.data.scoring import applies_to, mean_score
 from ftlab.models import Precision, best_precision, load_model, load_tokenizer, set_threads
 from ftlab.train.tokenize import IGNORE_INDEX, Tokenized, tokenize_example
+
+if TYPE_CHECKING:
+    from ftlab.infer.generate import ChatModel
 
 METRIC_COLUMNS = ["step", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy"]
 RESUME_DIR = "resume"  # accelerate's state to resume from, inside the newest checkpoint folder
@@ -95,14 +101,18 @@ class LoopState:
     rows: list[dict[str, Any]] = field(default_factory=list)
     evals: list[tuple[float, float]] = field(default_factory=list)  # (train loss, validation loss)
     checkpoints: list[Checkpoint] = field(default_factory=list)
-    best_valid: float = math.inf
-    patience_left: int | None = None  # evaluations without a better validation loss before early stopping
+    best: float | None = None  # the best value of select_by so far
+    patience_left: int | None = None  # evaluations without a better value of select_by before early stopping
     stopped_early: bool = False
 
     def state_dict(self) -> dict[str, Any]:
         return {**vars(self), "checkpoints": [c.to_dict() for c in self.checkpoints]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        if "best_valid" in state:  # saved before select_by, when the best value was always a validation loss
+            best = state.pop("best_valid")
+            state["best"] = None if best == math.inf else best
         for key, value in state.items():
             setattr(self, key, value)
         self.checkpoints = [Checkpoint.from_dict(c) for c in state["checkpoints"]]
@@ -373,8 +383,60 @@ def autocast(device: torch.device, precision: Precision, model: nn.Module) -> It
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Validation by the task's own metric (select_by)
+# ---------------------------------------------------------------------------------------------------------
+
+ScoreReplies = Callable[[list[ChatExample], list[str]], float]  # (validation examples, replies) → higher is better
+
+
+def reply_scorer(
+    config: TrainConfig, examples: list[ChatExample], path: Path | None, score_validation: ScoreReplies | None
+) -> ScoreReplies | None:
+    """How each evaluation scores the replies generated for the validation set, or None when `select_by` is
+    the validation loss: `ftlab eval`'s metric (`ftlab.data.scoring`), or `score_validation` for a judge, which
+    only a front door can provide. Everything that makes the metric unusable is an error here, before any compute."""
+    if not config.selects_by_task_metric:
+        return None
+    if not examples:
+        raise DataError(f"select_by {config.select_by} scores replies to the validation set: give one (--validation)")
+    if score_validation is not None:
+        return score_validation
+    if config.selection_metric == "judge":
+        raise ValueError(f"select_by {config.select_by} needs the judge's scoring function (score_validation=…)")
+    metric = config.select_by
+    if not any(applies_to(metric, example.reference()) for example in examples):
+        kind = "a JSON list of strings" if metric == "set_f1" else "a JSON object"
+        raise DataError(f"select_by {metric} needs validation replies that are {kind}; none is", path=path,
+                        line=examples[0].line)  # fmt: skip
+    labels = set(config.labels or ())
+    return lambda scored, replies: mean_score(metric, replies, [e.reference() for e in scored], labels)
+
+
+def generate_replies(
+    chat: ChatModel, loss_module: nn.Module, examples: list[ChatExample], max_new_tokens: int, device,
+    precision: Precision,
+) -> list[str]:
+    """The greedy replies of the model being trained to each validation conversation, through `ftlab.infer`'s
+    batched generation (`chat` wraps the model in memory: nothing is reloaded), in eval mode (no dropout) and
+    under the training's autocast."""
+    loss_module.eval()
+    try:
+        with autocast(device, precision, loss_module):
+            completions = chat.generate([template_messages(e.prompt_messages()) for e in examples],
+                                        max_new_tokens=max_new_tokens)  # fmt: skip
+    finally:
+        loss_module.train()
+    return [c.text for c in completions]
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Bookkeeping
 # ---------------------------------------------------------------------------------------------------------
+
+
+def metric_columns(config: TrainConfig) -> list[str]:
+    """metrics.csv's columns: OpenAI's, and the task metric `select_by` names (e.g. `set_f1`) when there is one."""
+    return METRIC_COLUMNS + ([config.selection_metric] if config.selects_by_task_metric else [])
 
 
 def write_metrics(path: Path, rows: list[dict[str, Any]], columns: list[str] = METRIC_COLUMNS) -> None:
@@ -385,8 +447,24 @@ def write_metrics(path: Path, rows: list[dict[str, Any]], columns: list[str] = M
             writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in columns})
 
 
-def plot_losses(rows: list[dict[str, Any]], path: Path, title: str, ylabel: str = "loss (per trained token)") -> None:
-    """Train and validation loss against step, as a PNG."""
+def is_better(value: float, best: float | None, config: TrainConfig) -> bool:
+    """Whether an evaluation's `select_by` value beats the best so far: a lower loss, a higher task metric."""
+    if best is None:
+        return True
+    return value > best if config.selects_by_task_metric else value < best
+
+
+def best_checkpoint(checkpoints: list[Checkpoint], config: TrainConfig) -> Checkpoint | None:
+    """The checkpoint with the best `select_by` value (the earliest of equals), None when none was evaluated."""
+    key = config.selection_metric
+    scored = [c for c in checkpoints if c.metrics.get(key) is not None]
+    pick = max if config.selects_by_task_metric else min
+    return pick(scored, key=lambda c: c.metrics[key], default=None)
+
+
+def plot_losses(rows: list[dict[str, Any]], path: Path, title: str, metric: str | None = None,
+                ylabel: str = "loss (per trained token)") -> None:
+    """Train and validation loss against step, as a PNG; a task metric (`metric`) on a second y axis."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -403,7 +481,15 @@ def plot_losses(rows: list[dict[str, Any]], path: Path, title: str, ylabel: str 
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    handles, labels = ax.get_legend_handles_labels()
+    scored = [(r["step"], r[metric]) for r in rows if metric and r.get(metric) is not None]
+    if scored:
+        right = ax.twinx()
+        right.plot(*zip(*scored, strict=True), label=f"validation {metric}", color="#2ca02c", marker="s", linewidth=2)
+        right.set_ylabel(metric)
+        more = right.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
+    ax.legend(handles, labels)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -415,6 +501,12 @@ def overfitting(evals: list[tuple[float, float]]) -> bool:
         return False
     (t0, v0), (t1, v1), (t2, v2) = evals[-3:]
     return v2 > v1 > v0 and t2 < t1 < t0
+
+
+def scoring_cost(seconds: float, evaluations: int, run_seconds: float) -> dict[str, float]:
+    """What generating and scoring the validation replies cost this run (this attempt, when resumed)."""
+    return {"seconds": round(seconds, 2), "evaluations": evaluations, "run_seconds": round(run_seconds, 2),
+            "share_of_run": round(seconds / run_seconds, 4) if run_seconds > 0 else 0.0}  # fmt: skip
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:
@@ -530,14 +622,19 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     resume: bool = False,
     progress: bool = True,
+    score_validation: ScoreReplies | None = None,
 ) -> TrainResult:
     """Fine-tune `config.model` on a chat JSONL file and write a run folder; see the module docstring. Method
-    dpo (preference pairs) runs `ftlab.train.dpo.train_dpo`, built from this module's pieces."""
+    dpo (preference pairs) runs `ftlab.train.dpo.train_dpo`, built from this module's pieces.
+
+    `score_validation(examples, replies)` scores the validation replies for `select_by judge:…` (the judge lives
+    in a front door); the other task metrics are scored here, with `ftlab eval`'s code."""
     if config.method == "dpo":
         from ftlab.train.dpo import train_dpo
 
         return train_dpo(config, train_file, validation_file, output_dir, on_event=on_event, should_stop=should_stop,
                          resume=resume, progress=progress)  # fmt: skip
+    run_started = time.perf_counter()
     train_file = Path(train_file)
     validation_file = Path(validation_file) if validation_file else None
     output_dir = Path(output_dir) if output_dir else new_run_dir()
@@ -547,12 +644,17 @@ def train(
     device = accelerator.device
     # The first process tells and writes; the others train their share of each batch and say nothing.
     emit = on_event if on_event is not None and accelerator.is_main_process else (lambda event: None)
+    if accelerator.num_processes > 1 and config.selects_by_task_metric:  # replies are generated in one process only
+        raise ValueError(f"select_by {config.select_by} trains in one process for now: select by valid_loss, or run "
+                         "without accelerate launch/torchrun")  # fmt: skip
 
     # 1. Data: tokenise with the model's chat template and the assistant-only mask.
     with accelerator.main_process_first():  # the bundled model is converted once, by the first process
         tokenizer = load_tokenizer(config.model)
     train_examples, train_items = tokenize_file(tokenizer, train_file, config.max_length)
-    valid_items = tokenize_file(tokenizer, validation_file, config.max_length)[1] if validation_file else []
+    valid_examples, valid_items = (tokenize_file(tokenizer, validation_file, config.max_length) if validation_file
+                                   else ([], []))  # fmt: skip
+    scorer = reply_scorer(config, valid_examples, validation_file, score_validation)
     truncated = [item.line for item in train_items if item.truncated_tokens]
     if truncated:
         emit(TrainEvent("warning", f"{len(truncated)} training examples exceed max_length={config.max_length} "
@@ -605,6 +707,14 @@ def train(
     accelerator.register_save_state_pre_hook(lambda models, weights, output_dir: weights.clear())
     accelerator.register_load_state_pre_hook(lambda models, input_dir: models.clear())
     pad_id = tokenizer.pad_token_id
+    metric, columns = config.selection_metric, metric_columns(config)
+    if scorer is not None:  # the model in training replies through ftlab.infer's generation, reloading nothing
+        from ftlab.infer.backend import default_max_new_tokens
+        from ftlab.infer.generate import ChatModel
+
+        chat = ChatModel.around(model, tokenizer, device, batch_size=max(8, int(config.batch_size)))
+        reply_budget = default_max_new_tokens(chat, [e.reference() for e in valid_examples])
+    scoring_seconds, n_scored = 0.0, 0
 
     # 4. Resume from the last complete epoch, if asked and there is one.
     resumed_from = last_checkpoint(output_dir) if resume else None
@@ -653,18 +763,28 @@ def train(
                     loss_module, valid_items, int(config.batch_size), pad_id, device, precision
                 )
                 row["valid_loss"], row["valid_mean_token_accuracy"] = round(valid_loss, 6), round(valid_acc, 6)
+                value = valid_loss
+                if scorer is not None:
+                    scoring_started = time.perf_counter()
+                    replies = generate_replies(chat, loss_module, valid_examples, reply_budget, device, precision)
+                    value = scorer(valid_examples, replies)
+                    row[metric] = round(value, 6)
+                    scoring_seconds += time.perf_counter() - scoring_started
+                    n_scored += 1
                 loop.evals.append((row["train_loss"], valid_loss))
                 if overfitting(loop.evals):
                     emit(TrainEvent("warning", f"Step {loop.step}: validation loss rose for two evaluations in a "
                                     "row while training loss fell — the model may be overfitting"))
-                if valid_loss < loop.best_valid:
-                    loop.best_valid, loop.patience_left = valid_loss, config.early_stopping_patience
+                if is_better(value, loop.best, config):
+                    loop.best, loop.patience_left = value, config.early_stopping_patience
                 elif loop.patience_left is not None:
                     loop.patience_left -= 1
             loop.rows.append(row)
             message = f"Step {loop.step}/{total_steps}: training loss={row['train_loss']:.4f}"
             if row["valid_loss"] is not None:
                 message += f", validation loss={row['valid_loss']:.4f}"
+            if row.get(metric) is not None and metric != "valid_loss":
+                message += f", validation {metric}={row[metric]:.4f}"
             emit(TrainEvent("metrics", message, {**row, "total_steps": total_steps, "epoch": epoch + 1}))
             if bar is not None:
                 elapsed = time.perf_counter() - started
@@ -679,20 +799,21 @@ def train(
         # 6. A checkpoint per epoch: the adapter, and in resume/ the state to go on from (the newest one only).
         folder = output_dir / f"checkpoint-epoch-{epoch + 1}"
         last_eval = next((r for r in reversed(loop.rows) if r["valid_loss"] is not None), None)
+        evaluated = columns[METRIC_COLUMNS.index("valid_loss"):]  # the validation columns, a task metric's too
         metrics = {"step": loop.step, "train_loss": loop.rows[-1]["train_loss"],
-                   "valid_loss": last_eval["valid_loss"] if last_eval else None,
-                   "valid_mean_token_accuracy": last_eval["valid_mean_token_accuracy"] if last_eval else None}
+                   **{k: last_eval.get(k) if last_eval else None for k in evaluated}}
         loop.epoch = epoch + 1
         loop.checkpoints.append(Checkpoint(loop.step, epoch + 1, folder, metrics))
         save_checkpoint(accelerator, model, tokenizer, folder, resumable=True, prepared=loss_module)
         if accelerator.is_main_process:
             for older in loop.checkpoints[:-1]:
                 shutil.rmtree(older.path / RESUME_DIR, ignore_errors=True)
-            write_metrics(output_dir / "metrics.csv", loop.rows)
+            write_metrics(output_dir / "metrics.csv", loop.rows, columns)
             emit(TrainEvent("checkpoint", f"Checkpoint saved at step {loop.step} (epoch {epoch + 1})",
                             {"step": loop.step, "epoch": epoch + 1, "path": str(folder), "metrics": metrics}))
         if loop.stopped_early:
-            emit(TrainEvent("message", f"Early stopping at step {loop.step}: validation loss has not improved "
+            watched = "validation loss" if metric == "valid_loss" else f"validation {metric}"
+            emit(TrainEvent("message", f"Early stopping at step {loop.step}: {watched} has not improved "
                             f"for {config.early_stopping_patience} evaluations"))
             break
     if bar is not None:
@@ -702,21 +823,29 @@ def train(
     final_dir = output_dir / "final"
     metrics_csv = output_dir / "metrics.csv"
     checkpoints = loop.checkpoints
-    best = min((c for c in checkpoints if c.metrics.get("valid_loss") is not None),
-               key=lambda c: c.metrics["valid_loss"], default=None)
+    best = best_checkpoint(checkpoints, config)
+    cost = scoring_cost(scoring_seconds, n_scored, time.perf_counter() - run_started) if n_scored else None
     save_checkpoint(accelerator, model, tokenizer, final_dir, resumable=False, prepared=loss_module)
     peak_memory = peak_memory_mib(accelerator)
     if accelerator.is_main_process:
-        write_metrics(metrics_csv, loop.rows)
+        write_metrics(metrics_csv, loop.rows, columns)
         if loop.rows:
-            plot_losses(loop.rows, output_dir / "loss.png", f"{config.model} · {config.adapter} · {output_dir.name}")
+            plot_losses(loop.rows, output_dir / "loss.png", f"{config.model} · {config.adapter} · {output_dir.name}",
+                        metric if scorer is not None else None)  # fmt: skip
         record.update({
             "status": status, "finished_at": datetime.now(UTC).isoformat(), "trained_tokens": loop.trained_tokens,
-            "steps_done": loop.step, "stopped_early": loop.stopped_early,
+            "steps_done": loop.step, "stopped_early": loop.stopped_early, "selected_by": config.select_by,
             "best_checkpoint": str(best.path) if best else None,
             "checkpoints": [c.to_dict() for c in checkpoints], "peak_memory_mib": peak_memory,
         })
+        if cost:
+            record["validation_replies"] = cost
         (output_dir / "config.json").write_text(json.dumps(record, indent=2))
+    if cost:
+        emit(TrainEvent("message", f"Validation replies for {metric}: {n_scored} evaluations of "
+                        f"{len(valid_examples)} replies (at most {reply_budget} tokens each) took "
+                        f"{cost['seconds']:.1f} s, {cost['share_of_run']:.0%} of this run's "
+                        f"{cost['run_seconds']:.0f} s", cost))  # fmt: skip
     emit(TrainEvent("message", "The job has successfully completed" if status == "succeeded"
                     else "The job was cancelled", {"status": status}))
     return TrainResult(

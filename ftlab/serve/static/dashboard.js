@@ -29,7 +29,7 @@ function fmt(v) {
   return Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 1 ? v.toFixed(3) : v.toPrecision(3);
 }
 
-// series: [{name, color, points: [[x, y], ...], dots, dashed}]
+// series: [{name, color, points: [[x, y], ...], dots, dashed, dotsOnly}]
 function lineChart(el, series, opts) {
   opts = opts || {};
   const W = 640, H = 300, L = 52, R = 12, T = 12, B = 44;
@@ -65,6 +65,7 @@ function lineChart(el, series, opts) {
     const line = node(svg, "polyline", { points: d, fill: "none", stroke: s.color, "stroke-width": s.dots ? 2 : 1.4 });
     line.dataset.series = s.name;
     if (s.dashed) line.setAttribute("stroke-dasharray", "5 3");
+    if (s.dotsOnly) line.setAttribute("stroke-opacity", "0");
     if (s.dots && s.points.length <= 200) {
       s.points.forEach(p => node(svg, "circle", { cx: sx(p[0]), cy: sy(p[1]), r: 3, fill: s.color }));
     }
@@ -112,6 +113,18 @@ function intervalChart(el, rows) {
   });
 }
 
+// A sweep's metric by trial: complete trials, pruned ones (their last value) and the best so far.
+function trialsChart(el, data) {
+  const better = data.direction === "maximize" ? Math.max : Math.min;
+  const best = [];
+  data.complete.forEach(([n, v]) => best.push([n, best.length ? better(best[best.length - 1][1], v) : v]));
+  lineChart(el, [
+    { name: data.metric, color: "#1f77b4", points: data.complete, dots: true, dotsOnly: true },
+    { name: "pruned", color: "#8c959f", points: data.pruned, dots: true, dotsOnly: true },
+    { name: "best so far", color: "#2ca02c", points: best },
+  ], { xlabel: "trial", title: data.metric, empty: "no trial has finished yet" });
+}
+
 function readJSON(id) {
   const el = document.getElementById(id);
   return el ? JSON.parse(el.textContent) : null;
@@ -124,9 +137,10 @@ const REWARDS = [["train_reward_margin", "train margin", "#1f77b4"], ["valid_rew
 // A run's loss chart (and reward chart, for DPO) that keeps fetching new steps while the run is active.
 function liveRun(el) {
   const id = el.dataset.run;
-  const points = { train: [], valid: [] };
+  const points = { train: [], valid: [], metric: [] };
   const rewards = Object.fromEntries(REWARDS.map(([key]) => [key, []]));
   const rewardChart = document.getElementById("reward-chart");
+  const metricChart = document.getElementById("metric-chart"), metric = metricChart && metricChart.dataset.metric;
   let last = 0, status = el.dataset.status, total = +el.dataset.total || 0;
   const draw = () => {
     lineChart(el, [
@@ -136,6 +150,8 @@ function liveRun(el) {
     if (rewardChart) lineChart(rewardChart, REWARDS.map(([key, name, color]) => (
       { name, color, points: rewards[key], dots: key.startsWith("valid"), dashed: key.endsWith("accuracy") })),
       { xmax: total, title: "rewards" });
+    if (metric) lineChart(metricChart, [{ name: metric, color: "#2ca02c", points: points.metric, dots: true }],
+                          { xmax: total, title: metric });
   };
   async function tick() {
     try {
@@ -145,6 +161,7 @@ function liveRun(el) {
         if (m.train_loss !== null) points.train.push([m.step, m.train_loss]);
         if (m.valid_loss !== null) points.valid.push([m.step, m.valid_loss]);
         for (const [key] of REWARDS) if (m[key] !== undefined && m[key] !== null) rewards[key].push([m.step, m[key]]);
+        if (metric && m[metric] !== null && m[metric] !== undefined) points.metric.push([m.step, m[metric]]);
         last = Math.max(last, m.step);
       }
       status = body.status; total = body.total_steps || total;
@@ -205,6 +222,7 @@ document.addEventListener("DOMContentLoaded", () => {
     const data = readJSON(el.dataset.bars);
     barChart(el, data.labels, data.values, { max: data.max });
   });
+  document.querySelectorAll(".chart[data-trials]").forEach(el => trialsChart(el, readJSON(el.dataset.trials)));
   document.querySelectorAll(".chart[data-intervals]").forEach(el => intervalChart(el, readJSON(el.dataset.intervals)));
   document.querySelectorAll(".chart[data-lines]").forEach(el => {
     const data = readJSON(el.dataset.lines);
