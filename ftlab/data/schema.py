@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ftlab.data import tools
+
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
 
@@ -92,18 +94,11 @@ class Message(BaseModel):
 
     @property
     def text(self) -> str:
-        """The content as plain text (content parts joined; tool calls rendered as JSON)."""
-        if isinstance(self.content, list):
-            text = "".join(str(part.get("text", "")) for part in self.content)
-        else:
-            text = self.content or ""
-        if self.tool_calls:
-            calls = [
-                json.dumps({"name": c.function.name, "arguments": c.function.arguments}, ensure_ascii=False)
-                for c in self.tool_calls
-            ]
-            text = (text + "\n" if text else "") + "\n".join(f"<tool_call>{c}</tool_call>" for c in calls)
-        return text
+        """The content as plain text (content parts joined), followed by any tool calls as ftlab writes them
+        (`ftlab.data.tools`)."""
+        if self.role != "assistant":
+            return tools.content_text(self.content)
+        return tools.render([self.model_dump(exclude_none=True)])[0]["content"]
 
     @property
     def trained(self) -> bool:
@@ -142,19 +137,23 @@ class ChatExample(BaseModel):
     def to_openai(self) -> dict[str, Any]:
         return self.model_dump(exclude_unset=True, exclude={"line"})
 
+    def tool_definitions(self) -> list[dict[str, Any]]:
+        """The tools the conversation may call (`tools`, with the legacy `functions` folded in)."""
+        return tools.definitions(self.tools, self.functions)
 
-def template_messages(messages: list[Message] | list[dict[str, Any]]) -> list[dict[str, str]]:
-    """Messages as the plain {role, content} dicts every chat template understands.
 
-    Content parts are joined and tool calls rendered as JSON text, so templates that know nothing of tools
-    still see (and train on) the whole conversation.
-    """
-    out = []
-    for message in messages:
-        if isinstance(message, dict):
-            message = Message.model_validate(message)
-        out.append({"role": message.role, "content": message.text})
-    return out
+def message_dicts(messages: list[Message] | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Messages as OpenAI's message dicts (tool calls and tool-call ids kept; ftlab's `weight` left out), what
+    `ChatBackend.generate` and `ftlab.data.tools.apply_template` take."""
+    return [m.model_dump(exclude_none=True, exclude={"weight"}) if isinstance(m, Message) else m for m in messages]
+
+
+def template_messages(
+    messages: list[Message] | list[dict[str, Any]], tool_definitions: list[dict[str, Any]] | None = None
+) -> list[dict[str, str]]:
+    """Messages as the plain {role, content} dicts every chat template understands, tools and tool calls written
+    in ftlab's format (`ftlab.data.tools.render`)."""
+    return tools.render(message_dicts(messages), tool_definitions)
 
 
 def _error_from_validation(exc: ValidationError, path: str | Path | None, line: int) -> DataError:

@@ -1,8 +1,9 @@
 """Metrics that compare a model's outputs with reference answers.
 
-Two kinds: per-example scores (exact, json_valid, set_f1, field_acc, valid_label, label_acc, chrf) — kept for
-every example so two models can be compared pairwise — and corpus-level summaries (BLEU, macro-F1, per-label
-precision/recall, confusion pairs, length statistics) computed once over the whole test set.
+Two kinds: per-example scores (exact, json_valid, set_f1, field_acc, valid_label, label_acc, chrf, and for tool
+calls tool_name, tool_args, tool_json) — kept for every example so two models can be compared pairwise — and
+corpus-level summaries (BLEU, macro-F1, per-label precision/recall, confusion pairs, length statistics) computed
+once over the whole test set.
 """
 
 from __future__ import annotations
@@ -15,13 +16,17 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-METRIC_NAMES = ("exact", "json_valid", "set_f1", "field_acc", "label", "chrf", "bleu", "length")
+from ftlab.data.tools import parse
+
+METRIC_NAMES = ("exact", "json_valid", "set_f1", "field_acc", "label", "tool_calls", "chrf", "bleu", "length")
 METRIC_HELP = {
     "exact": "output equals the reference (surrounding whitespace ignored)",
     "json_valid": "output parses as JSON (of the reference's type when the reference is JSON)",
     "set_f1": "F1 between output and reference parsed as JSON lists of strings (case/space normalised)",
     "field_acc": "share of the reference JSON object's fields whose value the output reproduces",
     "label": "classification: valid-label rate, accuracy, macro-F1, per-label precision/recall, confusions",
+    "tool_calls": "function calling: the right tools called (tool_name), with the reference's arguments exactly "
+    "(tool_args), arguments that are a JSON object (tool_json)",
     "chrf": "character n-gram F-score (sacrebleu chrF), per example and corpus",
     "bleu": "corpus BLEU (sacrebleu; character tokenisation when the references are Japanese/Chinese)",
     "length": "output length statistics (characters, tokens) next to the references'",
@@ -41,11 +46,14 @@ def parse_metrics(spec: str | None) -> list[str] | None:
 
 
 def auto_metrics(references: Sequence[str], labels: Sequence[str] | None = None) -> list[str]:
-    """Sensible metrics for a test set: JSON metrics when the references are JSON, label metrics when a
-    label set is given, chrF/BLEU for free text; always exact match and length."""
+    """Sensible metrics for a test set: tool-call metrics when a reference calls a tool, JSON metrics when the
+    references are JSON, label metrics when a label set is given, chrF/BLEU for free text; always exact match
+    and length."""
     parsed = [_loads(ref) for ref in references]
     chosen = ["exact"]
-    if labels:
+    if any(parse(ref).tool_calls for ref in references):
+        chosen.append("tool_calls")
+    elif labels:
         chosen.append("label")
     elif all(isinstance(p, list) for p in parsed):
         chosen += ["json_valid", "set_f1"]
@@ -136,6 +144,30 @@ def field_accuracy(output: str, reference: str) -> float | None:
     if not isinstance(pred, dict):
         return 0.0
     return sum(key in pred and _same_value(pred[key], value) for key, value in ref.items()) / len(ref)
+
+
+def _calls(reply) -> list[tuple[str, Any]]:
+    return sorted(((c["function"]["name"], json.loads(c["function"]["arguments"])) for c in reply.tool_calls),
+                  key=lambda call: json.dumps(call, sort_keys=True))  # fmt: skip
+
+
+def tool_call_scores(output: str, reference: str) -> dict[str, float | None]:
+    """Tool calls of the output against the reference's (both read with `ftlab.data.tools.parse`):
+
+    - `tool_name`: the output calls the same functions (as many times each); with a reference that calls
+      nothing, 1 when the output calls nothing either;
+    - `tool_args`: the output makes exactly the reference's calls, arguments equal as JSON (None when the
+      reference calls nothing);
+    - `tool_json`: the share of the output's `<tool_call>` blocks that are a call with a JSON-object of arguments
+      (None when it writes none)."""
+    out, ref = parse(output), parse(reference)
+    out_calls, ref_calls = _calls(out), _calls(ref)
+    blocks = len(out.tool_calls) + len(out.invalid)
+    return {
+        "tool_name": float(sorted(n for n, _ in out_calls) == sorted(n for n, _ in ref_calls)),
+        "tool_args": float(out_calls == ref_calls) if ref_calls else None,
+        "tool_json": len(out.tool_calls) / blocks if blocks else None,
+    }
 
 
 def sentence_chrf(output: str, reference: str) -> float:
@@ -230,6 +262,8 @@ def score_example(output: str, reference: str, metrics: Sequence[str], labels: s
     for name in metrics:
         if name in PER_EXAMPLE:
             scores[name] = PER_EXAMPLE[name](output, reference)
+        elif name == "tool_calls":
+            scores.update(tool_call_scores(output, reference))
         elif name == "label":
             allowed = labels if labels is not None else None
             scores["valid_label"] = float(output.strip() in allowed) if allowed is not None else None
