@@ -302,7 +302,7 @@ class ToolUse:
     """The tools of one chat request and how they may be used.
 
     `mode`: "auto" (the model decides), "none" (tools are shown, never called), "required" (at least one call)
-    or "named" (a call of `name`). `legacy`: asked with `functions`/`function_call`, so answered with the legacy
+    or "named" (one call of `name`). `legacy`: asked with `functions`/`function_call`, so answered with the legacy
     `function_call` field."""
 
     tools: list[dict[str, Any]]
@@ -365,7 +365,7 @@ def tool_use(
             if name not in names:
                 raise ToolRequestError(f"{param} names the function {name!r}, which is not among the {kind} "
                                        f"({', '.join(names)})", param)  # fmt: skip
-            use.mode, use.name = "named", name
+            use.mode, use.name, use.parallel = "named", name, False  # one call of it, as OpenAI and vLLM answer
             return use
     allowed = ("'none', 'auto' or {'name': ...}" if legacy else
                "'none', 'auto', 'required' or {'type': 'function', 'function': {'name': ...}}")  # fmt: skip

@@ -335,11 +335,11 @@ def _check_tools(example: ChatExample, findings: _Findings) -> None:
             if not isinstance(arguments, dict):
                 findings.add("error", "tool_calls", "the call's arguments are not a JSON object", [number],
                              message_index=index, field=f"{field}.arguments")  # fmt: skip
-            if not names:
+            if not example.tool_definitions():
                 findings.add("warning", "tool_calls", f"the example calls '{call.function.name}' but defines no "
                              "tools: the model would learn to call a function it is never shown", [number],
                              message_index=index, field=f"{field}.name", fix="add the example's `tools`")  # fmt: skip
-            elif call.function.name not in names:
+            elif names and call.function.name not in names:
                 findings.add("error", "tool_calls", f"the call names '{call.function.name}', which is not among "
                              f"the example's tools ({', '.join(sorted(names))})", [number], message_index=index,
                              field=f"{field}.name")  # fmt: skip

@@ -7,6 +7,10 @@ on a CPU the cores are the bottleneck, and interleaving requests would only slow
 Outputs can be constrained: `response_format` `json_schema` / `json_object` (OpenAI's structured outputs,
 through `ftlab.infer.constrained`'s grammar processor) and ftlab's extension `labels: [...]`, which makes the
 reply exactly one of the given labels (a label-trie logits processor).
+
+Tools (`tools`, `tool_choice`, `parallel_tool_calls`, the legacy `functions`/`function_call`) are rendered into
+the prompt as training renders them and read back from the reply by `ftlab.data.tools`; their calls are held to
+the tools' JSON schemas (a required or named call is forced), and streamed as OpenAI streams them.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.completion_usage import CompletionUsage
 
+from ftlab.data.tools import ToolRequestError, ToolUse, tool_use
 from ftlab.infer.generate import ChatModel
 from ftlab.infer.refs import ModelRef
 from ftlab.serve.errors import APIError, bad_request
@@ -34,7 +39,16 @@ MAX_TOKENS_LIMIT = 4096
 
 
 def _messages(body: ChatCompletionCreate) -> list[dict]:
-    return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
+    """The conversation as OpenAI's message dicts: tool calls and tool results kept for the chat template."""
+    return [m.model_dump(exclude_none=True) for m in body.messages]
+
+
+def _tools(body: ChatCompletionCreate) -> ToolUse | None:
+    """The tools the request offers and how they may be called (None without tools)."""
+    try:
+        return tool_use(body.tools, body.tool_choice, body.functions, body.function_call, body.parallel_tool_calls)
+    except ToolRequestError as exc:
+        raise bad_request(str(exc), param=exc.param) from None
 
 
 def _schema(body: ChatCompletionCreate) -> dict | None:
@@ -64,6 +78,12 @@ def _options(body: ChatCompletionCreate) -> dict:
         if not body.labels or not all(label.strip() for label in body.labels):
             raise bad_request("'labels' must be a non-empty list of non-empty strings", param="labels")
     _schema(body)
+    tools = _tools(body)
+    if tools is not None and tools.calls:
+        other = "labels" if body.labels else "response_format" if _schema(body) is not None else None
+        if other:
+            raise bad_request(f"this server cannot hold a reply to both '{other}' and tool calls: send one of "
+                              f"them, or tool_choice 'none'", param=other)  # fmt: skip
     max_tokens = body.max_completion_tokens or body.max_tokens or DEFAULT_MAX_TOKENS
     if max_tokens > MAX_TOKENS_LIMIT:
         param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
@@ -77,6 +97,7 @@ def _options(body: ChatCompletionCreate) -> dict:
         "top_p": 1.0 if body.top_p is None else body.top_p,
         "stop": stop or None,
         "seed": body.seed,
+        "tools": tools.tools if tools else None,
     }
 
 
@@ -87,12 +108,23 @@ class Prepared:
     model: ChatModel
     messages: list[dict]
     options: dict[str, Any]
+    tools: ToolUse | None = None
 
 
-def _constrain(model: ChatModel, body: ChatCompletionCreate, options: dict) -> dict:
-    """Add the constraint that `labels` or `response_format` asks for."""
+def _constrain(model: ChatModel, body: ChatCompletionCreate, options: dict, tools: ToolUse | None = None) -> dict:
+    """Add the constraint that `labels`, `response_format` or the tools ask for."""
     from ftlab.infer.constrained import max_label_tokens
 
+    if tools is not None and tools.calls:
+        try:
+            options["constraint"] = model.tool_constraint(tools)
+        except ValueError as exc:
+            raise bad_request(str(exc), param="tools") from None
+        except ImportError as exc:  # without xgrammar the model still calls tools; it cannot be made to
+            if tools.mode in ("required", "named"):
+                param = "function_call" if tools.legacy else "tool_choice"
+                raise APIError(501, str(exc), param=param, code="unsupported") from None
+        return options
     if body.labels:
         options["constraint"] = model.constraint(body.labels, None)
         options["max_new_tokens"] = max_label_tokens(model.tokenizer, body.labels)
@@ -106,6 +138,21 @@ def _constrain(model: ChatModel, body: ChatCompletionCreate, options: dict) -> d
         except ImportError as exc:
             raise APIError(501, str(exc), param="response_format", code="unsupported") from None
     return options
+
+
+def _choice(index: int, text: str, finish_reason: str, tools: ToolUse | None) -> dict[str, Any]:
+    """One choice of a completion: the reply's text, and its tool calls when the request offered tools."""
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    reply = tools.reply(text) if tools else None
+    if reply and reply.tool_calls:
+        message["content"] = reply.content
+        if tools.legacy:
+            message["function_call"] = reply.tool_calls[0]["function"]
+        else:
+            message["tool_calls"] = reply.tool_calls
+        if finish_reason == "stop":
+            finish_reason = "function_call" if tools.legacy else "tool_calls"
+    return {"index": index, "message": message, "finish_reason": finish_reason, "logprobs": None}
 
 
 class ChatEngine:
@@ -136,25 +183,17 @@ class ChatEngine:
 
     def prepare(self, served: ModelRef, body: ChatCompletionCreate) -> Prepared:
         """Check the request, load the model, build the constraint: everything that can fail with a 4xx."""
-        options = _options(body)
+        options, tools = _options(body), _tools(body)
         with self._lock:
             model = self._model(served)
-        return Prepared(model, _messages(body), _constrain(model, body, options))
+        return Prepared(model, _messages(body), _constrain(model, body, options, tools), tools)
 
     def complete(self, served: ModelRef, body: ChatCompletionCreate) -> ChatCompletion:
         job = self.prepare(served, body)
         n = body.n or 1
         with self._lock:
             completions = job.model.generate([job.messages] * n, **job.options)
-        choices = [
-            {
-                "index": i,
-                "message": {"role": "assistant", "content": c.text},
-                "finish_reason": c.finish_reason,
-                "logprobs": None,
-            }
-            for i, c in enumerate(completions)
-        ]
+        choices = [_choice(i, c.text, c.finish_reason, job.tools) for i, c in enumerate(completions)]
         prompt_tokens = completions[0].prompt_tokens
         completion_tokens = sum(c.completion_tokens for c in completions)
         return ChatCompletion(
@@ -188,13 +227,15 @@ class ChatEngine:
             return f"data: {payload.model_dump_json(exclude_none=True)}\n\n"
 
         usage = CompletionUsage(
-            prompt_tokens=len(job.model.prompt_ids(job.messages)), completion_tokens=0, total_tokens=0
+            prompt_tokens=len(job.model.prompt_ids(job.messages, job.options["tools"])), completion_tokens=0,
+            total_tokens=0,
         )
         try:
             with self._lock:
                 for index in range(body.n or 1):
                     yield chunk([{"index": index, "delta": {"role": "assistant", "content": ""}}])
                     text, deltas, final = "", job.model.stream(job.messages, **job.options), None
+                    parser = job.tools.stream_parser() if job.tools else None
                     while True:
                         try:
                             delta = next(deltas)
@@ -202,13 +243,18 @@ class ChatEngine:
                             final = end.value  # a Completion, when the generator returns one
                             break
                         text += delta
-                        yield chunk([{"index": index, "delta": {"content": delta}}])
+                        for piece in parser.feed(delta) if parser else [{"content": delta}]:
+                            yield chunk([{"index": index, "delta": piece}])
+                    for piece in parser.finish() if parser else []:
+                        yield chunk([{"index": index, "delta": piece}])
                     if final is None:  # only text came back: count the reply by re-tokenising it
                         n_tokens = len(job.model.tokenizer.encode(text, add_special_tokens=False))
                         finish = "length" if n_tokens >= job.options["max_new_tokens"] else "stop"
                     else:
                         n_tokens, finish = final.completion_tokens, final.finish_reason
                     usage.completion_tokens += n_tokens
+                    if parser and parser.called and finish == "stop":
+                        finish = "function_call" if job.tools.legacy else "tool_calls"
                     yield chunk([{"index": index, "delta": {}, "finish_reason": finish}])
         except Exception as exc:  # the status line is already sent: report the failure in the stream
             yield f"data: {json.dumps(APIError(500, f'Generation failed: {exc}').body())}\n\n"
