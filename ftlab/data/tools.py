@@ -165,14 +165,14 @@ def native_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Messages for a template that knows tools, in the shape transformers documents: assistant `tool_calls` with
     arguments as objects, `tool` messages with `tool_call_id` and `name`, content as text."""
     out = []
-    for message in messages:
+    for position, message in enumerate(messages):
         role = {"developer": "system", "function": "tool"}.get(message["role"], message["role"])
         converted: dict[str, Any] = {"role": role, "content": content_text(message.get("content"))}
-        if calls := _calls(message):
+        if calls := _calls(message):  # a legacy function_call has no id: one that renders the same every time
             converted["tool_calls"] = [
-                {"id": c.get("id") or new_call_id(), "type": "function",
+                {"id": c.get("id") or f"call_{position}_{n}", "type": "function",
                  "function": {"name": c["function"]["name"], "arguments": _arguments(c["function"].get("arguments"))}}
-                for c in calls
+                for n, c in enumerate(calls)
             ]  # fmt: skip
         for key in ("tool_call_id", "name"):
             if message.get(key):
