@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ftlab.data import tools
-from ftlab.data.schema import parse_example, read_examples
+from ftlab.data.schema import message_dicts, parse_example, read_examples
 from ftlab.data.tools import FunctionDefinition, Tool, ToolRequestError, apply_template, parse, tool_use
 from ftlab.models import load_tokenizer
 from ftlab.train.tokenize import IGNORE_INDEX, tokenize_example
@@ -153,6 +153,8 @@ def test_tool_options_resolve_and_what_cannot_be_served_is_refused() -> None:
         ((_tools("a"), None, [FunctionDefinition(name="f")]), "functions", "not both"),
         ((None, "auto", [FunctionDefinition(name="f")]), "tool_choice", "function_call"),
         ((None, None, [FunctionDefinition(name="f")], "required"), "function_call", "not supported"),
+        ((None, None, None, "auto"), "function_call", "only allowed when functions"),
+        ((_tools("a"), None, None, "auto"), "function_call", "use 'tool_choice'"),
     ]  # fmt: skip
     for arguments, param, words in refused:
         with pytest.raises(ToolRequestError, match=words) as caught:
@@ -194,3 +196,28 @@ def test_the_tool_calling_set_trains_every_reply_including_its_calls(tiny_model_
     result = train(config, subset, None, tmp_path / "run", progress=False)
     assert result.status == "succeeded"
     assert result.trained_tokens == sum(item.n_trained for item in items)  # the calls are trained, not only text
+
+
+def test_eval_gives_the_model_the_tools_and_scores_its_calls(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ftlab.cli.main import app
+
+    lines = (DATA / "test.jsonl").read_text(encoding="utf-8").splitlines(True)
+    subset = tmp_path / "test.jsonl"
+    subset.write_text("".join(lines[:6]), encoding="utf-8")
+    out = tmp_path / "result.json"
+    result = CliRunner().invoke(app, ["eval", str(subset), "--model", str(tiny_model_dir), "--max-new-tokens", "6",
+                                      "--output", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "tool name" in result.output and "tool args" in result.output
+    written = json.loads(out.read_text())
+    assert written["metrics"] == ["exact", "tool_calls", "length"] and written["headline"] == "tool_args"
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    for record, example in zip(written["models"][0]["examples"], read_examples(subset), strict=True):
+        prompt = apply_template(tokenizer, message_dicts(example.prompt_messages()), example.tool_definitions(),
+                                generation_prompt=True, tokenize=True)  # fmt: skip
+        assert record["prompt_tokens"] == len(prompt)  # the tools and the history's calls are in the prompt
+        calls_expected = bool(parse(record["reference"]).tool_calls)
+        assert (record["scores"]["tool_args"] is not None) == calls_expected
+        assert record["scores"]["tool_name"] in (0.0, 1.0)

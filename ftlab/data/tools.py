@@ -341,7 +341,7 @@ def tool_use(
     for (None when it names no tools); `ToolRequestError` for what cannot be served."""
     if tools and functions:
         raise ToolRequestError("use either 'tools' or the legacy 'functions', not both", "functions")
-    legacy = bool(functions)
+    legacy = bool(functions) or (function_call is not None and not tools and tool_choice is None)
     kind, param, choice, other = ("functions", "function_call", function_call, "tool_choice") if legacy else \
         ("tools", "tool_choice", tool_choice, "function_call")  # fmt: skip
     if (tool_choice if legacy else function_call) is not None:

@@ -175,11 +175,11 @@ def evaluate_model(spec: ModelRef, examples: Sequence[ChatExample], metrics: Seq
     rows: list[dict[str, Any]] = [{} for _ in examples]
     by_tools: dict[str, list[int]] = {}  # one `generate` call per set of tool definitions (usually one)
     for index, example in enumerate(examples):
-        by_tools.setdefault(json.dumps(example.tool_definitions(), sort_keys=True), []).append(index)
-    for key, indices in by_tools.items():
+        by_tools.setdefault(json.dumps(example.tool_definitions()), []).append(index)
+    for indices in by_tools.values():
         conversations = [message_dicts(examples[i].prompt_messages()) for i in indices]
         outputs = generate_outputs(model, conversations, [references[i] for i in indices], options,
-                                   json.loads(key) or None)  # fmt: skip
+                                   examples[indices[0]].tool_definitions() or None)  # fmt: skip
         for index, row in zip(indices, outputs, strict=True):
             rows[index] = row
     generated = time.perf_counter()
