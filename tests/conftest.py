@@ -58,3 +58,21 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, bundled_model_dir: 
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_adapters(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two LoRA adapters and one DoRA adapter (r8, all linear layers) with random, non-zero weights on the tiny
+    model: what an adapter costs and how it is served does not depend on what it learnt."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    folders = []
+    for i, dora in enumerate([False, False, True]):
+        torch.manual_seed(i)
+        config = LoraConfig(r=8, target_modules="all-linear", init_lora_weights=False, use_dora=dora)
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), config)
+        folders.append(tmp_path_factory.mktemp(f"tiny-{'dora' if dora else 'lora'}-{i}"))
+        model.save_pretrained(folders[-1])
+    return folders

@@ -91,12 +91,14 @@ SKIPS: dict[str, str] = {
              "tiny model through the same command",
     "generate": "needs the adapter of a trained run (RUN/final)",
     "eval": "needs trained runs and an OpenAI endpoint; tests/test_eval_run.py runs it on the tiny model",
+    "compare": "needs a trained run and an OpenAI endpoint; tests/test_compare.py runs it on the tiny model",
     "synth qa": "the bundled model writes questions for minutes; tests/test_synth_qa.py runs it against a fake",
     "synth label": "generates with the bundled model; tests/test_synth_label.py covers it",
     "synth variants": "generates with the bundled model; tests/test_synth_variants.py covers it",
     "serve": "a server that runs until stopped; tests/test_serve_api.py drives it",
     "worker": "a worker that runs until stopped; tests/test_serve_worker.py drives it",
     "runs export": "needs a recorded training run; tests/test_records_export.py exports one",
+    "export": "needs a trained run or ft: model; tests/test_export.py exports the tiny model's adapters",
 }
 # The README's own file names, stood in for by shipped files (`qa/qa.jsonl` is what `synth qa`, skipped, writes).
 FILES = {

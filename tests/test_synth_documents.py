@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from ftlab.data.documents import chunk_document, html_to_markdown, load_chunks, split_paragraphs
 from ftlab.data.schema import DataError
-from ftlab.synth.documents import chunk_document, html_to_markdown, load_chunks, split_paragraphs
 
 SPEC = """---
 title: 伺か仕様

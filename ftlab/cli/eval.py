@@ -18,9 +18,10 @@ console = Console()
 
 # Summary keys shown in the table, with their column titles, in order.
 COLUMNS = (
-    ("exact", "exact"), ("json_valid", "json valid"), ("set_f1", "set-F1"), ("field_acc", "field acc"),
-    ("valid_label", "valid label"), ("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("tool_name", "tool name"),
-    ("tool_args", "tool args"), ("tool_json", "tool JSON"), ("chrf_corpus", "chrF"), ("bleu", "BLEU"),
+    ("exact", "exact"), ("contains", "contains"), ("json_valid", "json valid"), ("set_f1", "set-F1"),
+    ("field_acc", "field acc"), ("valid_label", "valid label"), ("accuracy", "accuracy"), ("macro_f1", "macro-F1"),
+    ("tool_name", "tool name"), ("tool_args", "tool args"), ("tool_json", "tool JSON"), ("chrf_corpus", "chrF"),
+    ("bleu", "BLEU"),
 )
 
 

@@ -6,9 +6,11 @@ import warnings
 
 import typer
 
+from ftlab.cli.compare import compare_command
 from ftlab.cli.data import app as data_app
 from ftlab.cli.demo import demo_command
 from ftlab.cli.eval import eval_command
+from ftlab.cli.export import export_command
 from ftlab.cli.runs import runs_app
 from ftlab.cli.serve import serve_app
 from ftlab.cli.synth import app as synth_app
@@ -38,6 +40,8 @@ app.command("generate")(generate_command)
 app.command("demo")(demo_command)
 app.add_typer(data_app, name="data")
 app.command("eval")(eval_command)
+app.command("compare")(compare_command)
+app.command("export")(export_command)
 app.add_typer(serve_app)  # serve, worker, keys
 app.add_typer(synth_app, name="synth")
 app.add_typer(runs_app, name="runs")

@@ -10,6 +10,8 @@ import sys
 
 import typer
 
+from ftlab.config import BUNDLED_MODEL
+
 serve_app = typer.Typer()
 keys_app = typer.Typer(help="Create, list and revoke the API keys the service accepts.", no_args_is_help=True)
 serve_app.add_typer(keys_app, name="keys")
@@ -26,6 +28,39 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def thread_budget(cores: int, workers: int, generation_threads: int | None) -> tuple[int | None, int]:
+    """CPU threads for the server's generation and for each training worker, so neither starves the other.
+
+    Generation gets `generation_threads`, else half the cores when workers train beside it (all without
+    workers); the workers share the rest, at least one thread each. `OMP_NUM_THREADS`, when set, wins for
+    both (None: leave torch's setting alone). The event loop and FastAPI's thread pool need no cores of their
+    own: they wait on I/O, and generation runs on its own thread.
+    """
+    if generation_threads is None and "OMP_NUM_THREADS" in os.environ:
+        return None, int(os.environ["OMP_NUM_THREADS"])
+    generation = generation_threads or (max(1, cores // 2) if workers else cores)
+    return generation, max(1, (cores - generation) // max(1, workers))
+
+
+def start_vllm(model: str) -> tuple[str, subprocess.Popen]:
+    """Start vLLM's OpenAI server for `model` with runtime LoRA loading on a free loopback port."""
+    import importlib.util
+    import socket
+
+    from ftlab.models import resolve_model
+    from ftlab.serve.vllm import vllm_command, vllm_env
+
+    if importlib.util.find_spec("vllm") is None:
+        typer.echo("error: --engine vllm needs vLLM here (`pip install vllm`, on a machine with a GPU), or "
+                   "--vllm-url of one running elsewhere", err=True)  # fmt: skip
+        raise typer.Exit(2)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    child = subprocess.Popen(vllm_command(resolve_model(model), model, port), env=vllm_env())
+    return f"http://127.0.0.1:{port}", child
+
+
 @serve_app.command("serve")
 def serve_command(
     host: str = typer.Option("127.0.0.1", help="Address to bind; anything but loopback requires API keys."),
@@ -37,7 +72,23 @@ def serve_command(
         False, "--require-key", help="Require an API key even on loopback (always on for other addresses)."
     ),
     max_upload_mb: float = typer.Option(512, help="Largest accepted upload, in MiB."),
-    max_loaded_models: int = typer.Option(2, min=1, help="Models kept loaded for chat completions (LRU)."),
+    max_loaded_models: int = typer.Option(
+        2, min=1, help="Base models kept loaded for chat completions (LRU); fine-tuned adapters load onto them."
+    ),
+    max_adapters: int = typer.Option(16, min=1, help="Fine-tuned adapters kept loaded per base model (LRU)."),
+    max_batch_size: int = typer.Option(32, min=1, help="Chat completions (choices) generated together in one batch."),
+    max_queued: int = typer.Option(
+        256, min=1, help="Choices waiting for generation before new chat requests get 429 with Retry-After."
+    ),
+    generation_threads: int | None = typer.Option(
+        None, min=1, help="CPU threads for generation (default: half the cores when workers train beside it, else all)."
+    ),
+    engine: str = typer.Option("local", help="local: generate in this process, batched; vllm: hand chat "
+                               "completions to vLLM (files and jobs stay here)."),
+    vllm_url: str | None = typer.Option(None, help="--engine vllm: a running vLLM OpenAI server to use (started "
+                                        "with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True); default: "
+                                        "start one."),
+    vllm_model: str = typer.Option(BUNDLED_MODEL, help="--engine vllm: the base model vLLM serves."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
     """Serve the OpenAI-compatible API (files, fine_tuning.jobs, models, chat.completions) under /v1.
@@ -63,13 +114,29 @@ def serve_command(
                     err=True,
                 )
                 raise typer.Exit(2)
+    if engine not in ("local", "vllm"):
+        typer.echo(f"error: --engine is local or vllm, not {engine}", err=True)
+        raise typer.Exit(2)
+    children = []
+    if engine == "vllm" and vllm_url is None:
+        vllm_url, child = start_vllm(vllm_model)
+        children.append(child)
+    generation, training = thread_budget(os.cpu_count() or 1, workers, generation_threads)
     settings = Settings(
         require_key=require_key,
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         max_loaded_models=max_loaded_models,
+        max_adapters=max_adapters,
+        max_batch_size=max_batch_size,
+        max_queued=max_queued,
+        generation_threads=generation,
+        vllm_url=vllm_url if engine == "vllm" else None,
+        vllm_model=vllm_model,
     )
-    children = [
-        subprocess.Popen([sys.executable, "-m", "ftlab.cli.serve", "worker", "--parent-pid", str(os.getpid())])
+    worker_env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(training))}
+    children += [
+        subprocess.Popen([sys.executable, "-m", "ftlab.cli.serve", "worker", "--parent-pid", str(os.getpid())],
+                         env=worker_env)  # fmt: skip
         for _ in range(workers)
     ]
     try:

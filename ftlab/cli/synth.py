@@ -127,7 +127,7 @@ def qa(
 
     Rerun the same command after a kill to continue where it stopped.
     """
-    from ftlab.synth.documents import load_chunks
+    from ftlab.data.documents import load_chunks
     from ftlab.synth.qa import DEFAULT_SYSTEM, QAOptions, synth_qa
 
     load_chunks(docs_dir, max_chars)  # bad input fails before any model loads

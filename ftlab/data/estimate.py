@@ -15,51 +15,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ftlab.config import BUNDLED_MODEL, auto_epochs
+from ftlab.data.prices import ModelPrice, PriceTable, read_prices
 from ftlab.data.schema import ChatExample, DataError
 
 if TYPE_CHECKING:
     from ftlab.train.calibrate import LocalTime
 
-PRICES_AS_OF = "2025-06-01"
-PRICES_SOURCE = "OpenAI's published fine-tuning prices (training, per 1M tokens); check before spending"
-
-
-@dataclass(frozen=True)
-class OpenAIModel:
-    name: str
-    usd_per_1m_training_tokens: float
-    max_tokens_per_example: int  # the training context: longer examples are cut to this
-
-
-# Prices as of PRICES_AS_OF. The per-example limits are OpenAI's training context lengths; 16,385 is the
-# cookbook's MAX_TOKENS_PER_EXAMPLE (gpt-3.5-turbo), the gpt-4o and gpt-4.1 families train on 65,536.
-OPENAI_MODELS = {
-    m.name: m
-    for m in [
-        OpenAIModel("gpt-4o-mini-2024-07-18", 3.00, 65_536),
-        OpenAIModel("gpt-4o-2024-08-06", 25.00, 65_536),
-        OpenAIModel("gpt-4.1-2025-04-14", 25.00, 65_536),
-        OpenAIModel("gpt-4.1-mini-2025-04-14", 5.00, 65_536),
-        OpenAIModel("gpt-4.1-nano-2025-04-14", 1.50, 65_536),
-        OpenAIModel("gpt-3.5-turbo-0125", 8.00, 16_385),
-    ]
-}
-OPENAI_ALIASES = {
-    "gpt-4o-mini": "gpt-4o-mini-2024-07-18",
-    "gpt-4o": "gpt-4o-2024-08-06",
-    "gpt-4.1": "gpt-4.1-2025-04-14",
-    "gpt-4.1-mini": "gpt-4.1-mini-2025-04-14",
-    "gpt-4.1-nano": "gpt-4.1-nano-2025-04-14",
-    "gpt-3.5-turbo": "gpt-3.5-turbo-0125",
-}
+# The training prices and per-example limits come from the one price table (ftlab/data/prices.json, dated, with
+# its source): the gpt-4o and gpt-4.1 families train on 65,536 tokens per example, gpt-3.5-turbo on 16,385 (the
+# cookbook's MAX_TOKENS_PER_EXAMPLE).
+PRICES = read_prices()
+PRICES_AS_OF = PRICES.as_of
+PRICES_SOURCE = PRICES.source
 COOKBOOK_MAX_TOKENS_PER_EXAMPLE = 16_385
 SAMPLE_EXAMPLES = 48  # the first examples, kept for a local calibration run so its lengths are the user's
 
 
-def openai_model(name: str) -> OpenAIModel | None:
+def openai_model(name: str) -> ModelPrice | None:
     """The price-table entry for an OpenAI model name or alias (`openai:` prefix allowed), else None."""
-    name = name.removeprefix("openai:")
-    return OPENAI_MODELS.get(OPENAI_ALIASES.get(name, name))
+    return PRICES.find(name)
 
 
 @dataclass
@@ -95,12 +69,15 @@ class OpenAICost:
         }
 
 
-def openai_cost(model: str, example_tokens: list[int], n_epochs: int | str = "auto") -> OpenAICost:
-    """Billed tokens and dollars to fine-tune `model` on examples of these token counts."""
-    entry = openai_model(model)
+def openai_cost(model: str, example_tokens: list[int], n_epochs: int | str = "auto",
+                prices: PriceTable | None = None) -> OpenAICost:
+    """Billed tokens and dollars to fine-tune `model` on examples of these token counts (prices from `prices`,
+    default the shipped table)."""
+    prices = prices or PRICES
+    entry = prices.find(model)
     if entry is None:
-        known = ", ".join(sorted(OPENAI_ALIASES) + sorted(OPENAI_MODELS))
-        raise ValueError(f"no price for '{model}' in ftlab's table (as of {PRICES_AS_OF}): known are {known}")
+        raise ValueError(f"no price for '{model}' in the price table (as of {prices.as_of}): known are "
+                         f"{', '.join(prices.names())}")
     epochs = auto_epochs(len(example_tokens)) if n_epochs == "auto" else int(n_epochs)
     limit = entry.max_tokens_per_example
     return OpenAICost(
@@ -110,7 +87,7 @@ def openai_cost(model: str, example_tokens: list[int], n_epochs: int | str = "au
         tokens_in_dataset=sum(example_tokens),
         billed_tokens_per_epoch=sum(min(limit, n) for n in example_tokens),
         n_cut=sum(1 for n in example_tokens if n > limit),
-        usd_per_1m=entry.usd_per_1m_training_tokens,
+        usd_per_1m=entry.training,
     )
 
 
@@ -158,11 +135,11 @@ def estimate_file(
     from ftlab.data.stats import iter_valid_chunks
     from ftlab.data.tokens import token_counter
 
-    models = list(OPENAI_ALIASES) if models is None else models
+    models = [m.aliases[0] if m.aliases else m.name for m in PRICES.models.values()] if models is None else models
     for model in models:
         if openai_model(model) is None:
             raise ValueError(f"no price for '{model}' in ftlab's table (as of {PRICES_AS_OF}): known are "
-                             f"{', '.join(OPENAI_ALIASES)} and their dated names")
+                             f"{', '.join(PRICES.names())}")
     counters = {model: token_counter(model) for model in models}
     if local_model:
         counters[local_model] = token_counter(local_model)

@@ -134,6 +134,11 @@ class ChatExample(BaseModel):
         last = max(i for i, m in enumerate(self.messages) if m.role == "assistant")
         return self.messages[last].text
 
+    def question(self) -> str:
+        """The text of the prompt's last user message ("" when it has none)."""
+        users = [m for m in self.prompt_messages() if m.role == "user"]
+        return users[-1].text if users else ""
+
     def to_openai(self) -> dict[str, Any]:
         return self.model_dump(exclude_unset=True, exclude={"line"})
 

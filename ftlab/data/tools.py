@@ -316,6 +316,11 @@ class ToolUse:
         """Whether replies may hold tool calls (and are parsed for them)."""
         return self.mode != "none"
 
+    @property
+    def forced(self) -> bool:
+        """Whether the reply must be a call ("required" or a named function)."""
+        return self.mode in ("required", "named")
+
     def schema(self) -> dict[str, Any]:
         """The JSON schema every call of this request follows."""
         return call_schema(self.tools, self.name)

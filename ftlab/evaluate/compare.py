@@ -32,23 +32,46 @@ class PairedDifference:
         return {**asdict(self), "significant": self.significant}
 
 
+def bootstrap_means(values: Sequence[float], *, n_resamples: int = 10_000, seed: int = 0) -> np.ndarray:
+    """The means of `n_resamples` resamples of `values` drawn with replacement (in bounded memory)."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 1 or len(values) == 0:
+        raise ValueError("bootstrapping needs a non-empty list of scores")
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_resamples)
+    chunk = max(1, 2_000_000 // len(values))  # bounded memory for large test sets
+    for start in range(0, n_resamples, chunk):
+        size = min(chunk, n_resamples - start)
+        means[start : start + size] = values[rng.integers(0, len(values), size=(size, len(values)))].mean(axis=1)
+    return means
+
+
 def paired_bootstrap(
     a: Sequence[float], b: Sequence[float], *, n_resamples: int = 10_000, confidence: float = 0.95, seed: int = 0
 ) -> tuple[float, float, float, float]:
     """(difference, ci_low, ci_high, p) for mean(b − a): resample examples with replacement, keeping pairs
     together, and take the percentile interval of the resampled mean differences."""
-    diffs = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
-    if diffs.ndim != 1 or len(diffs) == 0:
+    if len(a) != len(b):
         raise ValueError("paired_bootstrap needs two equally long, non-empty score lists")
-    rng = np.random.default_rng(seed)
-    means = np.empty(n_resamples)
-    chunk = max(1, 2_000_000 // len(diffs))  # bounded memory for large test sets
-    for start in range(0, n_resamples, chunk):
-        size = min(chunk, n_resamples - start)
-        means[start : start + size] = diffs[rng.integers(0, len(diffs), size=(size, len(diffs)))].mean(axis=1)
+    diffs = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
+    means = bootstrap_means(diffs, n_resamples=n_resamples, seed=seed)
     alpha = (1 - confidence) / 2
     low, high = np.quantile(means, [alpha, 1 - alpha])
     return float(diffs.mean()), float(low), float(high), float((means <= 0).mean())
+
+
+def mean_interval(
+    values: Sequence[float | None], *, n_resamples: int = 10_000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float, float] | None:
+    """(mean, ci_low, ci_high): the percentile bootstrap interval of one model's mean score over the examples
+    it has a score for (None where a metric did not apply); None when it has none."""
+    scored = [v for v in values if v is not None]
+    if not scored:
+        return None
+    means = bootstrap_means(scored, n_resamples=n_resamples, seed=seed)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(means, [alpha, 1 - alpha])
+    return float(np.mean(scored)), float(low), float(high)
 
 
 def compare_scores(

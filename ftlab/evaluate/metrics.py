@@ -1,9 +1,9 @@
 """Metrics that compare a model's outputs with reference answers.
 
-Two kinds: per-example scores (exact, json_valid, set_f1, field_acc, valid_label, label_acc, chrf, and for tool
-calls tool_name, tool_args, tool_json) — kept for every example so two models can be compared pairwise — and
-corpus-level summaries (BLEU, macro-F1, per-label precision/recall, confusion pairs, length statistics) computed
-once over the whole test set.
+Two kinds: per-example scores (exact, contains, json_valid, set_f1, field_acc, valid_label, label_acc, chrf, and
+for tool calls tool_name, tool_args, tool_json) — kept for every example so two models can be compared pairwise —
+and corpus-level summaries (BLEU, macro-F1, per-label precision/recall, confusion pairs, length statistics)
+computed once over the whole test set.
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ from typing import Any
 
 from ftlab.data.tools import parse
 
-METRIC_NAMES = ("exact", "json_valid", "set_f1", "field_acc", "label", "tool_calls", "chrf", "bleu", "length")
+METRIC_NAMES = ("exact", "contains", "json_valid", "set_f1", "field_acc", "label", "tool_calls", "chrf", "bleu",
+                "length")
 METRIC_HELP = {
     "exact": "output equals the reference (surrounding whitespace ignored)",
+    "contains": "the reference appears in the output (case/space normalised): short facts inside a sentence",
     "json_valid": "output parses as JSON (of the reference's type when the reference is JSON)",
     "set_f1": "F1 between output and reference parsed as JSON lists of strings (case/space normalised)",
     "field_acc": "share of the reference JSON object's fields whose value the output reproduces",
@@ -83,6 +85,11 @@ def normalise(text: str) -> str:
 
 def exact_match(output: str, reference: str) -> float:
     return float(output.strip() == reference.strip())
+
+
+def contains(output: str, reference: str) -> float:
+    """1 when the normalised reference is a substring of the normalised output (a code or name in a sentence)."""
+    return float(normalise(reference) in normalise(output))
 
 
 def json_valid(output: str, reference: str) -> float:
@@ -249,6 +256,7 @@ def length_stats(outputs: Sequence[str], references: Sequence[str], completion_t
 
 PER_EXAMPLE = {
     "exact": exact_match,
+    "contains": contains,
     "json_valid": json_valid,
     "set_f1": set_f1,
     "field_acc": field_accuracy,

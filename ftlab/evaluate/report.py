@@ -15,17 +15,17 @@ from typing import Any
 
 from ftlab.evaluate.run import EvalResult
 
-TEMPLATE = Path(__file__).parent / "templates" / "report.html"
+TEMPLATES = Path(__file__).parent / "templates"  # report.html and compare.html share report.css
 PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974",
            "#64B5CD"]
 # Summary keys plotted and tabulated, with their titles.
-SUMMARY_KEYS = (("exact", "exact"), ("json_valid", "JSON valid"), ("set_f1", "set-F1"), ("field_acc", "field acc"),
-                ("valid_label", "valid label"), ("accuracy", "accuracy"), ("macro_f1", "macro-F1"),
-                ("tool_name", "tool name"), ("tool_args", "tool args"), ("tool_json", "tool JSON"),
-                ("chrf_corpus", "chrF"))
+SUMMARY_KEYS = (("exact", "exact"), ("contains", "contains"), ("json_valid", "JSON valid"), ("set_f1", "set-F1"),
+                ("field_acc", "field acc"), ("valid_label", "valid label"), ("accuracy", "accuracy"),
+                ("macro_f1", "macro-F1"), ("tool_name", "tool name"), ("tool_args", "tool args"),
+                ("tool_json", "tool JSON"), ("chrf_corpus", "chrF"))
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -34,7 +34,7 @@ def _pyplot():
     return plt
 
 
-def _plot_text(text: str) -> str:
+def plot_text(text: str) -> str:
     """`text` when the plotting font has all its glyphs, else its code points (emoji and CJK often lack one)."""
     from matplotlib import font_manager
     from matplotlib.ft2font import FT2Font
@@ -51,7 +51,7 @@ def _shown_keys(result: EvalResult) -> list[tuple[str, str]]:
 
 def plot_summary(result: EvalResult, path: Path) -> Path:
     """Grouped bars: every metric (0–1) for every model."""
-    plt = _pyplot()
+    plt = pyplot()
     keys = _shown_keys(result)
     n = len(result.models)
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(keys) * max(1, n / 3)), 4), dpi=110)
@@ -59,7 +59,7 @@ def plot_summary(result: EvalResult, path: Path) -> Path:
     for i, model in enumerate(result.models):
         values = [model.summary.get(k) or 0.0 for k, _ in keys]
         xs = [j + (i - (n - 1) / 2) * width for j in range(len(keys))]
-        ax.bar(xs, values, width, label=_plot_text(model.spec.name), color=PALETTE[i % len(PALETTE)])
+        ax.bar(xs, values, width, label=plot_text(model.spec.name), color=PALETTE[i % len(PALETTE)])
     ax.set_xticks(range(len(keys)), [t for _, t in keys])
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("score")
@@ -104,7 +104,7 @@ def plot_curves(result: EvalResult, path: Path) -> Path | None:
     runs = sorted({m.spec.run_dir for m in result.models if m.spec.run_dir is not None and m.spec.epoch})
     if not runs:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     keys = _shown_keys(result)
     fig, axes = plt.subplots(len(runs), 2, figsize=(11, 3.8 * len(runs)), dpi=110, squeeze=False)
     for row, run_dir in enumerate(runs):
@@ -149,7 +149,7 @@ def plot_differences(result: EvalResult, path: Path) -> Path | None:
     rows = [c for c in result.comparisons if c["metric"] == result.headline]
     if not rows:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(rows) + 1.5), dpi=110)
     for y, c in enumerate(rows):
         color = PALETTE[2] if c["ci_low"] > 0 else PALETTE[3] if c["ci_high"] < 0 else PALETTE[7]
@@ -171,7 +171,7 @@ def plot_labels(result: EvalResult, path: Path, top: int = 20) -> Path | None:
     with_labels = [m for m in result.models if "labels" in m.summary]
     if not with_labels:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     reference = with_labels[0].summary["labels"]["reference_distribution"]
     names = list(reference)[:top]
     n = len(with_labels) + 1
@@ -181,9 +181,9 @@ def plot_labels(result: EvalResult, path: Path, top: int = 20) -> Path | None:
                                            for m in with_labels]
     for i, (name, counts) in enumerate(series):
         xs = [j + (i - (n - 1) / 2) * width for j in range(len(names))]
-        ax.bar(xs, [counts.get(label, 0) for label in names], width, label=_plot_text(name),
+        ax.bar(xs, [counts.get(label, 0) for label in names], width, label=plot_text(name),
                color="#333333" if i == 0 else PALETTE[(i - 1) % len(PALETTE)])
-    ax.set_xticks(range(len(names)), [_plot_text(name) for name in names], rotation=45, ha="right", fontsize=8)
+    ax.set_xticks(range(len(names)), [plot_text(name) for name in names], rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("examples")
     ax.legend(fontsize=7)
     ax.set_title(f"Label distribution (top {len(names)} reference labels)")
@@ -195,6 +195,15 @@ def plot_labels(result: EvalResult, path: Path, top: int = 20) -> Path | None:
 
 def _fmt(value: Any) -> str:
     return "—" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def templates():
+    """The reports' Jinja2 environment: HTML escaped, numbers through the `fmt` filter."""
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
+    env.filters["fmt"] = _fmt
+    return env
 
 
 def _worst(model, headline: str, n: int) -> list[dict[str, Any]]:
@@ -211,8 +220,6 @@ def _best_model(result: EvalResult):
 
 def write_report(result: EvalResult, folder: str | Path, worst: int = 8) -> Path:
     """Write `index.html` and its PNGs into `folder`; returns the HTML path."""
-    from jinja2 import Environment, select_autoescape
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     plots = {
@@ -233,9 +240,7 @@ def write_report(result: EvalResult, folder: str | Path, worst: int = 8) -> Path
                                       "best_output": best_ex["output"],
                                       "base_score": base_ex["scores"].get(headline),
                                       "best_score": best_ex["scores"].get(headline)})
-    env = Environment(autoescape=select_autoescape(["html"]))
-    env.filters["fmt"] = _fmt
-    page = env.from_string(TEMPLATE.read_text(encoding="utf-8")).render(
+    page = templates().get_template("report.html").render(
         result=result, keys=keys, headline=headline, plots={k: v.name for k, v in plots.items() if v},
         worst={m.spec.name: _worst(m, headline, worst) for m in result.models},
         baseline=baseline, best=best, disagreements=disagreements[:20], n_disagreements=len(disagreements),

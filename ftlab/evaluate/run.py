@@ -23,8 +23,8 @@ from ftlab.infer.refs import ModelRef
 
 DECODE_MODES = ("free", "constrained", "rank")
 # Per-example scores, in the order a summary table shows them; the first present one is the headline metric.
-HEADLINE_ORDER = ("tool_args", "tool_name", "set_f1", "field_acc", "label_acc", "chrf", "json_valid", "valid_label",
-                  "exact")
+HEADLINE_ORDER = ("tool_args", "tool_name", "set_f1", "field_acc", "label_acc", "contains", "chrf", "json_valid",
+                  "valid_label", "exact")
 
 
 @dataclass
@@ -155,31 +155,30 @@ def generate_outputs(model: ChatBackend, conversations: list[list[dict[str, Any]
     return rows
 
 
-def _prompt_text(example: ChatExample) -> str:
-    users = [m for m in example.prompt_messages() if m.role == "user"]
-    return users[-1].text if users else ""
-
-
 def _conversation_text(example: ChatExample) -> str:
     """The conversation so far as `role: text` lines (what a judge reads)."""
     return "\n".join(f"{m.role}: {m.text}" for m in example.prompt_messages())
 
 
 def evaluate_model(spec: ModelRef, examples: Sequence[ChatExample], metrics: Sequence[str],
-                   options: EvalOptions, model: ChatBackend | None = None) -> ModelResult:
-    """Generate for every example with one model (opened from `spec` unless given) and score the outputs."""
+                   options: EvalOptions, model: ChatBackend | None = None,
+                   conversations: list[list[dict[str, Any]]] | None = None) -> ModelResult:
+    """Generate for every example with one model (opened from `spec` unless given) and score the outputs.
+    `conversations`: what to send for each example instead of its own prompt (few-shot turns, retrieved
+    passages); the outputs are still scored against each example's reference."""
     started = time.perf_counter()
     model = model if model is not None else open_backend(spec, batch_size=options.batch_size)
     loaded = time.perf_counter()
+    if conversations is None:
+        conversations = [message_dicts(example.prompt_messages()) for example in examples]
     references = [example.reference() for example in examples]
     rows: list[dict[str, Any]] = [{} for _ in examples]
     by_tools: dict[str, list[int]] = {}  # one `generate` call per set of tool definitions (usually one)
     for index, example in enumerate(examples):
         by_tools.setdefault(json.dumps(example.tool_definitions()), []).append(index)
     for indices in by_tools.values():
-        conversations = [message_dicts(examples[i].prompt_messages()) for i in indices]
-        outputs = generate_outputs(model, conversations, [references[i] for i in indices], options,
-                                   examples[indices[0]].tool_definitions() or None)  # fmt: skip
+        outputs = generate_outputs(model, [conversations[i] for i in indices], [references[i] for i in indices],
+                                   options, examples[indices[0]].tool_definitions() or None)  # fmt: skip
         for index, row in zip(indices, outputs, strict=True):
             rows[index] = row
     generated = time.perf_counter()
@@ -187,7 +186,7 @@ def evaluate_model(spec: ModelRef, examples: Sequence[ChatExample], metrics: Seq
     records = []
     for index, (example, reference, row) in enumerate(zip(examples, references, rows, strict=True)):
         scores = score_example(row["output"], reference, metrics, labels)
-        records.append({"index": index, "line": example.line, "prompt": _prompt_text(example),
+        records.append({"index": index, "line": example.line, "prompt": example.question(),
                         "conversation": _conversation_text(example),
                         "reference": reference, **row, "scores": scores})
     outputs = [row["output"] for row in rows]

@@ -21,7 +21,6 @@ from ftlab.infer.refs import ModelRef
 from ftlab.models import Precision, best_precision, cpu_has_bf16, default_device, load_model, load_tokenizer
 
 if TYPE_CHECKING:
-    from ftlab.data.tools import ToolUse
     from ftlab.infer.constrained import Constraint
 
 
@@ -112,13 +111,6 @@ class ChatModel:
             return constrained.json_schema_constraint(self.tokenizer, json_schema,
                                                       vocab_size=self.model.config.vocab_size)  # fmt: skip
         return None
-
-    def tool_constraint(self, use: ToolUse) -> Constraint:
-        """What holds the tool calls of a request to their schema (and, when a call is required, makes one)."""
-        from ftlab.infer.constrained import tool_call_constraint
-
-        return tool_call_constraint(self.tokenizer, use.schema(), required=use.mode in ("required", "named"),
-                                    parallel=use.parallel, vocab_size=self.model.config.vocab_size)  # fmt: skip
 
     def _generation_config(self, max_new_tokens: int, temperature: float, top_p: float) -> GenerationConfig:
         """Sampling settings; `stop` is handled by `StopOnStrings`, not by transformers."""

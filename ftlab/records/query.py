@@ -258,9 +258,15 @@ def dataset_evaluations(db: Session, dataset: Dataset) -> list[Evaluation]:
     )
 
 
-def list_evaluations(db: Session, *, limit: int = 50, offset: int = 0) -> list[Evaluation]:
-    """Evaluations, newest first."""
-    return list(db.scalars(select(Evaluation).order_by(Evaluation.pk.desc()).limit(limit).offset(offset)))
+def list_evaluations(db: Session, *, limit: int = 50, offset: int = 0, kind: str | None = None) -> list[Evaluation]:
+    """Evaluations (only those of `kind`, eval or compare, when given), newest first."""
+    query = select(Evaluation).order_by(Evaluation.pk.desc()).limit(limit).offset(offset)
+    return list(db.scalars(query.where(Evaluation.kind == kind) if kind else query))
+
+
+def count_evaluations(db: Session, kind: str | None = None) -> int:
+    query = select(func.count()).select_from(Evaluation)
+    return db.scalar(query.where(Evaluation.kind == kind) if kind else query)
 
 
 def evaluation_models(db: Session, evaluations: list[Evaluation]) -> dict[int, list[tuple[str, dict[str, Any]]]]:

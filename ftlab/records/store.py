@@ -431,10 +431,12 @@ def _run_for_model(db: Session, spec: dict[str, Any]) -> Run | None:
 
 
 def record_eval(
-    result: EvalResult, *, output_path: str | Path | None = None, source: str = "cli", url: str | None = None
+    result: EvalResult, *, output_path: str | Path | None = None, source: str = "cli", url: str | None = None,
+    kind: str = "eval", details: dict[str, Any] | None = None,
 ) -> str:
     """Record an evaluation — every model with its metrics and per-example outputs, the test set's sha256,
-    the comparisons and judgements — and return its id. Models trained by a recorded run are linked to it."""
+    the comparisons and judgements — and return its id. Models trained by a recorded run are linked to it.
+    `ftlab compare` records its arms as the models, with `kind="compare"` and its costs etc. as `details`."""
     test_file = Path(result.test_file).resolve()
     test_sha256 = file_sha256(test_file)
     summary = summarize_dataset(test_file)
@@ -443,7 +445,8 @@ def record_eval(
     with session_scope(url) as db:
         _upsert_dataset(db, test_file, test_sha256, summary, None, keep_summary=True)
         evaluation = Evaluation(
-            id=new_id("eval-"), source=source, test_file=str(test_file), test_sha256=test_sha256,
+            id=new_id("eval-"), source=source, kind=kind, details=details, test_file=str(test_file),
+            test_sha256=test_sha256,
             n_examples=len(result.models[0].examples) if result.models else 0, metrics=data["metrics"],
             headline=data["headline"], options=data["options"], comparisons=data["comparisons"],
             judgements=data["judgements"], human_agreement=data["human_agreement"],

@@ -207,7 +207,9 @@ class Dataset(Base):
 
 
 class Evaluation(Base):
-    """One `ftlab eval`: the test set (by sha256), the metrics asked for, the pairwise comparisons and judges."""
+    """One `ftlab eval` or `ftlab compare` (`kind`): the test set (by sha256), the metrics asked for, the
+    pairwise comparisons and judges; a comparison keeps its arms' tokens, costs, break-even volumes and learning
+    curve in `details`."""
 
     __tablename__ = "evaluations"
 
@@ -215,6 +217,8 @@ class Evaluation(Base):
     id: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
     source: Mapped[str] = mapped_column(String(16), default="cli")
+    kind: Mapped[str] = mapped_column(String(16), default="eval", server_default="eval", index=True)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     test_file: Mapped[str] = mapped_column(Text)
     test_sha256: Mapped[str] = mapped_column(String(64), index=True)
     n_examples: Mapped[int] = mapped_column(Integer)

@@ -6,10 +6,12 @@ error leaves in OpenAI's shape (see `errors`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
 import secrets
+import threading
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -19,12 +21,15 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from ftlab.config import BUNDLED_MODEL
 from ftlab.infer.refs import organization
 from ftlab.records.db import init_db, session_scope
 from ftlab.records.db import request_session as get_db
 from ftlab.serve import auth, catalog, dashboard, files, jobs
+from ftlab.serve.chat import ChatEngine, check_request
 from ftlab.serve.errors import APIError, bad_request, install_handlers
 from ftlab.serve.schemas import ChatCompletionCreate, JobCreate
+from ftlab.serve.vllm import VLLMEngine, keep_in_sync
 from ftlab.serve.worker import recover_orphaned_jobs
 
 log = logging.getLogger("ftlab.serve")
@@ -36,15 +41,29 @@ MULTIPART_OVERHEAD = 64 * 1024  # form boundaries and the purpose field, on top 
 class Settings:
     require_key: bool = False
     max_upload_bytes: int = files.DEFAULT_MAX_UPLOAD_BYTES
-    max_loaded_models: int = 2
+    max_loaded_models: int = 2  # base models kept loaded; their fine-tuned adapters load onto them
+    max_adapters: int = 16  # adapters kept loaded per base model
+    max_batch_size: int = 32  # rows (choices) per generation batch
+    max_queued: int = 256  # rows waiting for generation before a request is answered 429
+    generation_threads: int | None = None  # torch intra-op threads of the generation thread (None: torch's default)
+    vllm_url: str | None = None  # chat completions go to this vLLM server (`--engine vllm`), files and jobs stay
+    vllm_model: str = BUNDLED_MODEL  # the base model that vLLM serves
 
 
 def settings_from_env() -> Settings:
-    """Settings from `FTLAB_REQUIRE_KEY`, `FTLAB_MAX_UPLOAD_BYTES` and `FTLAB_MAX_LOADED_MODELS`."""
+    """Settings from `FTLAB_REQUIRE_KEY`, `FTLAB_MAX_UPLOAD_BYTES`, `FTLAB_MAX_LOADED_MODELS`, `FTLAB_MAX_ADAPTERS`,
+    `FTLAB_MAX_BATCH_SIZE`, `FTLAB_MAX_QUEUED`, `FTLAB_GENERATION_THREADS`, `FTLAB_VLLM_URL` and `FTLAB_VLLM_MODEL`."""
+    threads = os.environ.get("FTLAB_GENERATION_THREADS")
     return Settings(
         require_key=os.environ.get("FTLAB_REQUIRE_KEY", "0").lower() in ("1", "true", "yes"),
         max_upload_bytes=int(os.environ.get("FTLAB_MAX_UPLOAD_BYTES", files.DEFAULT_MAX_UPLOAD_BYTES)),
         max_loaded_models=int(os.environ.get("FTLAB_MAX_LOADED_MODELS", "2")),
+        max_adapters=int(os.environ.get("FTLAB_MAX_ADAPTERS", "16")),
+        max_batch_size=int(os.environ.get("FTLAB_MAX_BATCH_SIZE", "32")),
+        max_queued=int(os.environ.get("FTLAB_MAX_QUEUED", "256")),
+        generation_threads=int(threads) if threads else None,
+        vllm_url=os.environ.get("FTLAB_VLLM_URL") or None,
+        vllm_model=os.environ.get("FTLAB_VLLM_MODEL") or BUNDLED_MODEL,
     )
 
 
@@ -186,22 +205,37 @@ def delete_model(model: str, db: Session = Depends(get_db)) -> dict:
 
 
 # Chat completions -------------------------------------------------------------------------------------------------
+_engine_lock = threading.Lock()
+
+
+def fine_tuned_models() -> dict:
+    with session_scope() as db:
+        return catalog.fine_tuned_refs(db)
+
+
+def chat_engine(app: FastAPI) -> ChatEngine:
+    """The app's chat engine, made on the first completion (torch loads then, not at server start)."""
+    with _engine_lock:
+        if app.state.chat is None:
+            settings: Settings = app.state.settings
+            if settings.generation_threads:
+                import torch
+
+                torch.set_num_threads(settings.generation_threads)
+            app.state.chat = ChatEngine(max_loaded=settings.max_loaded_models, max_adapters=settings.max_adapters,
+                                        max_batch=settings.max_batch_size, max_queued=settings.max_queued)  # fmt: skip
+        return app.state.chat
+
+
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(
     body: ChatCompletionCreate, request: Request, db: Session = Depends(get_db)
 ) -> JSONResponse | StreamingResponse:
-    from ftlab.serve.chat import ChatEngine  # torch loads on the first completion, not at server start
-
+    check_request(body)
     served = await run_in_threadpool(catalog.resolve, db, body.model)
     db.close()
-    if request.app.state.chat is None:
-        request.app.state.chat = ChatEngine(max_loaded=request.app.state.settings.max_loaded_models)
-    engine: ChatEngine = request.app.state.chat
-    if body.stream:
-        prepared = await run_in_threadpool(engine.prepare, served, body)  # 4xx problems surface before streaming
-        return StreamingResponse(engine.stream_sse(prepared, body), media_type="text/event-stream")
-    completion = await run_in_threadpool(engine.complete, served, body)
-    return JSONResponse(completion.model_dump(mode="json", exclude_none=True))
+    engine = request.app.state.chat or await run_in_threadpool(chat_engine, request.app)
+    return await engine.respond(served, body, request)
 
 
 class RequestId:
@@ -241,7 +275,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         with session_scope() as db:
             for job_id in recover_orphaned_jobs(db):
                 log.warning("recovered orphaned job %s", job_id)
+        if settings.vllm_url:
+            app.state.chat = VLLMEngine(settings.vllm_url, settings.vllm_model)
+            sync = asyncio.create_task(keep_in_sync(app.state.chat, fine_tuned_models))
         yield
+        if settings.vllm_url:
+            sync.cancel()
 
     app = FastAPI(title="ftlab", description="OpenAI-compatible fine-tuning API", lifespan=lifespan)
     app.state.settings = settings
@@ -251,7 +290,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/health", include_in_schema=False)
     def health() -> dict:
-        return {"status": "ok"}
+        """Liveness, and what generation is doing (batches run, rows queued and running, models loaded)."""
+        return {"status": "ok", "generation": app.state.chat.status() if app.state.chat else None}
 
     app.include_router(router)
     dashboard.install(app)  # the dashboard at / (records of jobs, runs, datasets and evaluations)

@@ -51,6 +51,18 @@ def list_models(db: Session) -> list[Model]:
     return models
 
 
+def fine_tuned_refs(db: Session) -> dict[str, ModelRef]:
+    """Every fine-tuned model that exists, resolved (for an engine that registers them, e.g. vLLM)."""
+    refs = {}
+    for model in list_models(db):
+        if model.id.startswith("ft:"):
+            try:
+                refs[model.id] = resolve(db, model.id)
+            except APIError:  # its files are gone: nothing to register
+                continue
+    return refs
+
+
 def delete_model(db: Session, name: str) -> None:
     """Delete a fine-tuned model (its files stay in the run folder; the name stops resolving)."""
     if not name.startswith("ft:"):

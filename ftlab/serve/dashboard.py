@@ -26,7 +26,7 @@ from ftlab.records import format as fmt
 from ftlab.records import query
 from ftlab.records.db import request_session as get_db
 from ftlab.records.query import ACTIVE
-from ftlab.records.tables import Dataset, Evaluation, EvaluationModel, Run
+from ftlab.records.tables import Dataset, EvaluationModel, Run
 from ftlab.serve import auth
 from ftlab.serve.errors import APIError
 
@@ -176,12 +176,26 @@ def dataset_page(request: Request, sha256: str, db: Session = Depends(get_db)):
 
 
 @pages.get("/evals", response_class=HTMLResponse)
-def evals_page(request: Request, page: int = Query(1, ge=1), db: Session = Depends(get_db)):
-    evaluations = query.list_evaluations(db, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+def evals_page(request: Request, page: int = Query(1, ge=1), kind: str | None = None, db: Session = Depends(get_db)):
+    evaluations = query.list_evaluations(db, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE, kind=kind or None)
     return templates.TemplateResponse(request, "evals.html", {
         "evaluations": evaluations, "models": query.evaluation_models(db, evaluations), "page": page,
-        "pages": _pages(query.count(db, Evaluation)), "nav": "evals",
+        "pages": _pages(query.count_evaluations(db, kind or None)), "kind": kind, "nav": "evals",
     })  # fmt: skip
+
+
+def _curve_chart(curve: dict[str, Any] | None) -> str | None:
+    """The learning curve of a comparison as `lineChart` series: the mean and its 95% interval."""
+    points = [p for p in (curve or {}).get("points", []) if p.get("mean") is not None]
+    if not points:
+        return None
+    def line(key: str) -> list[list[float]]:
+        return [[p["n"], p[key]] for p in points]
+
+    series = [{"name": curve["metric"], "color": "#1f77b4", "dots": True, "points": line("mean")},
+              {"name": "95% low", "color": "#9aa5b1", "dashed": True, "points": line("ci_low")},
+              {"name": "95% high", "color": "#9aa5b1", "dashed": True, "points": line("ci_high")}]
+    return _script_json({"series": series, "opts": {"xlabel": "training examples", "title": "learning curve"}})
 
 
 def _summary_columns(models: list[EvaluationModel]) -> list[str]:
@@ -214,8 +228,10 @@ def eval_page(request: Request, eval_id: str, page: int = Query(1, ge=1), db: Se
         })  # fmt: skip
     intervals = [{k: c[k] for k in ("a", "b", "metric", "difference", "ci_low", "ci_high")}
                  for c in evaluation.comparisons]  # fmt: skip
+    details = evaluation.details if evaluation.kind == "compare" else None
     return templates.TemplateResponse(request, "eval.html", {
-        "evaluation": evaluation, "models": models, "columns": columns, "runs": runs, "headline": headline,
+        "evaluation": evaluation, "details": details, "curve": _curve_chart((details or {}).get("learning_curve")),
+        "models": models, "columns": columns, "runs": runs, "headline": headline,
         "bars": _script_json(bars), "intervals": _script_json(intervals), "examples": examples, "page": page,
         "pages": _pages(evaluation.n_examples, EXAMPLES_PER_PAGE), "nav": "evals",
         "judgements": json.dumps(evaluation.judgements, indent=2) if evaluation.judgements else None,

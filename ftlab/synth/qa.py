@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ftlab.data.documents import Chunk, load_chunks
 from ftlab.infer.backend import ChatBackend
 from ftlab.synth.clean import (
     is_japanese,
@@ -35,7 +36,6 @@ from ftlab.synth.clean import (
     strip_tics,
 )
 from ftlab.synth.dedup import Calibration, Deduper
-from ftlab.synth.documents import Chunk, load_chunks
 from ftlab.synth.runner import Journal, Outputs, Progress, ask, side_path
 from ftlab.synth.validated import ask_validated
 

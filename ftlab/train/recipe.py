@@ -389,7 +389,12 @@ def save_checkpoint(
     tmp = folder.with_name(folder.name + ".partial")
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
+        from peft import PeftModel
+
+        # peft's "auto" check for a resized vocabulary looks the base's config up on the hub, by the portable name
+        # the adapter records (an alias there is none of): ftlab never resizes embeddings, so it is not asked.
+        extra = {"save_embedding_layers": False} if isinstance(model, PeftModel) else {}
+        model.save_pretrained(tmp, **extra)
         tokenizer.save_pretrained(tmp)
     accelerator.wait_for_everyone()
     if resumable:

@@ -194,4 +194,8 @@ document.addEventListener("DOMContentLoaded", () => {
     barChart(el, data.labels, data.values, { max: data.max });
   });
   document.querySelectorAll(".chart[data-intervals]").forEach(el => intervalChart(el, readJSON(el.dataset.intervals)));
+  document.querySelectorAll(".chart[data-lines]").forEach(el => {
+    const data = readJSON(el.dataset.lines);
+    lineChart(el, data.series, data.opts);
+  });
 });

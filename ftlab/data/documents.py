@@ -1,9 +1,11 @@
-"""Reading documents and cutting them into chunks along their headings.
+"""Reading documents and cutting them into chunks along their headings (for `ftlab synth qa`, which writes questions
+from chunks, and for retrieval in `ftlab compare`, which puts chunks into prompts).
 
-Every chunk keeps the document's title and the path of headings above it, so a question written from the chunk
-can name what it is about even when the chunk itself never says (a page about SSTP that never mentions that it
-belongs to the 伺か spec). Markdown is parsed with markdown-it (already installed with rich), which knows code
-fences and setext headings; HTML is turned into Markdown-like text first; plain text is cut by paragraphs.
+Every chunk keeps the document's title and the path of headings above it, so a question written from the chunk,
+or a model reading it, can tell what it is about even when the chunk itself never says (a page about SSTP that
+never mentions that it belongs to the 伺か spec). Markdown is parsed with markdown-it (already installed with
+rich), which knows code fences and setext headings; HTML is turned into Markdown-like text first; plain text is
+cut by paragraphs.
 """
 
 from __future__ import annotations
@@ -97,7 +99,7 @@ def load_chunks(folder: str | Path, max_chars: int = MAX_CHUNK_CHARS) -> list[Ch
     root = Path(folder)
     chunks = [chunk for path in find_documents(root) for chunk in chunk_document(path, root, max_chars)]
     if not chunks:
-        raise DataError("the documents have no text to write questions about", path=root)
+        raise DataError("the documents have no text (every chunk is empty)", path=root)
     return chunks
 
 
