@@ -231,7 +231,7 @@ class ChatEngine:
         if tools is not None and tools.calls:
             try:
                 constraint = tool_call_constraint(tokenizer, tools.schema(), required=tools.forced,
-                                                  parallel=tools.parallel, vocab_size=vocabulary.vocab_size)  # fmt: skip
+                                                  parallel=tools.parallel, vocab_size=vocabulary.vocab_size)
             except ValueError as exc:
                 raise bad_request(str(exc), param="functions" if tools.legacy else "tools") from None
             except ImportError as exc:  # without xgrammar the model still calls tools; it cannot be made to
