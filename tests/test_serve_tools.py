@@ -4,6 +4,7 @@ random Llama: constrained decoding makes even a random model's calls parse and f
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Literal
@@ -12,8 +13,9 @@ import httpx
 import openai
 import pytest
 from pydantic import BaseModel, Field
-from serve_helpers import Server
+from serve_helpers import Server, wait_for
 
+from ftlab.data.schema import message_dicts, read_examples
 from ftlab.data.tools import apply_template
 from ftlab.models import load_tokenizer
 
@@ -38,6 +40,7 @@ TOOLS = [{"type": "function", "function": {"name": name, "description": model.__
                                            "parameters": model.model_json_schema()}}
          for name, model in SCHEMAS.items()]  # fmt: skip
 ASK = [{"role": "user", "content": "Hold an e-bike at ST-214 please"}]
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "tools"
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +124,34 @@ def test_tool_calls_and_results_in_the_history_reach_the_prompt(client: openai.O
     assert '<tool_response id="call_abc" name="reserve_bike">\n{"reservation": "RS-1"' in prompt
     assert json.dumps(TOOLS[1]) in prompt
     assert reply.usage.prompt_tokens == len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
+
+def test_a_job_on_the_tool_set_answers_with_calls_by_the_name_users_build(client: openai.OpenAI, tiny_model_dir: Path,
+                                                                           tmp_path: Path) -> None:
+    """The function-calling example trains as a fine-tuning job, and the tuned model, named as OpenAI users build
+    names (`ft:{base}:personal::{id}`), answers a test conversation with calls that validate against its tools."""
+    spec = importlib.util.spec_from_file_location("make_tools", EXAMPLE / "make_tools.py")
+    make_tools = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_tools)
+    subset = tmp_path / "train.jsonl"  # 12 of the 60 conversations: each is ~850 tokens, most of them the tools
+    subset.write_text("".join((EXAMPLE / "train.jsonl").read_text(encoding="utf-8").splitlines(True)[:12]),
+                      encoding="utf-8")  # fmt: skip
+    with open(subset, "rb") as training:
+        uploaded = client.files.create(file=training, purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(training_file=uploaded.id, model=str(tiny_model_dir),
+                                         hyperparameters={"n_epochs": 1, "batch_size": 8})  # fmt: skip
+    job = wait_for(lambda: (done := client.fine_tuning.jobs.retrieve(job.id)).status in ("succeeded", "failed")
+                   and done)  # fmt: skip
+    assert job.status == "succeeded", job.error
+    built = f"ft:{tiny_model_dir.name}:personal::{job.id.removeprefix('ftjob-')[:8]}"
+    example = read_examples(EXAMPLE / "test.jsonl")[0]
+    reply = client.chat.completions.create(model=built, messages=message_dicts(example.prompt_messages()),
+                                           tools=example.tools, tool_choice="required", parallel_tool_calls=False,
+                                           max_tokens=120, temperature=0)  # fmt: skip
+    (choice,) = reply.choices
+    assert choice.finish_reason == "tool_calls" and choice.message.tool_calls
+    for call in choice.message.tool_calls:
+        make_tools.MODELS[call.function.name].model_validate_json(call.function.arguments)
 
 
 def _chat(**kwargs) -> dict:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,10 +14,12 @@ import pytest
 from ftlab.data import tools
 from ftlab.data.schema import message_dicts, parse_example, read_examples
 from ftlab.data.tools import FunctionDefinition, Tool, ToolRequestError, apply_template, parse, tool_use
+from ftlab.data.validate import validate_file
 from ftlab.models import load_tokenizer
 from ftlab.train.tokenize import IGNORE_INDEX, tokenize_example
 
 DATA = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "tool_calls"
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "tools"
 WEATHER = {"type": "function", "function": {"name": "weather", "description": "Today's weather in a city.",
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
 CONVERSATION = {
@@ -221,3 +225,21 @@ def test_eval_gives_the_model_the_tools_and_scores_its_calls(tiny_model_dir: Pat
         calls_expected = bool(parse(record["reference"]).tool_calls)
         assert (record["scores"]["tool_args"] is not None) == calls_expected
         assert record["scores"]["tool_name"] in (0.0, 1.0)
+
+
+def test_the_example_tool_set_is_what_its_script_writes_and_it_validates(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, str(EXAMPLE / "make_tools.py"), "--out", str(tmp_path)], check=True,
+                   capture_output=True)  # fmt: skip
+    called, japanese = {}, {}
+    for split, size in (("train", 60), ("test", 20)):
+        path = EXAMPLE / f"{split}.jsonl"
+        assert (tmp_path / path.name).read_bytes() == path.read_bytes(), f"{path.name} differs from the script"
+        report = validate_file(path, None)
+        assert report.ok and report.n_examples == size, [f.message for f in report.findings]
+        examples = read_examples(path)
+        replies = [parse(example.reference()) for example in examples]
+        called[split] = {c["function"]["name"] for r in replies for c in r.tool_calls} | {
+            None for r in replies if not r.tool_calls}  # fmt: skip
+        japanese[split] = sum(any("\u3040" <= ch <= "\u9fff" for ch in e.question()) for e in examples) / size
+    assert called["train"] == called["test"] == {"get_weather", "search_orders", "create_ticket", None}
+    assert 0.3 < japanese["train"] < 0.7 and 0.3 < japanese["test"] < 0.7  # Japanese and English customers
