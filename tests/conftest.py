@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,29 +36,36 @@ def bundled_model_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, bundled_model_dir: Path) -> Path:
     """A randomly initialised 2-layer Llama with SmolLM2's tokenizer and chat template (loads in <1 s)."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from tiny_llama import write_tiny_llama
 
-    tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return write_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), bundled_model_dir)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL 15 server for the session (see tests/postgres.py); the test is skipped, with the reason, where
+    none can start."""
+    from postgres import Postgres, PostgresUnavailable
+
+    try:
+        server = Postgres().start()
+    except PostgresUnavailable as exc:
+        pytest.skip(f"PostgreSQL is not available: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database: a SQLite file, then a PostgreSQL database (each test runs on both)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ftlab.db'}"
+        return
+    url = request.getfixturevalue("postgres").new_database()
+    yield url
+    from ftlab.records.db import get_engine
+
+    get_engine(url).dispose()  # the pool's connections end with the test, not with the session
 
 
 @pytest.fixture(scope="session")

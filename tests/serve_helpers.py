@@ -27,19 +27,21 @@ def free_port() -> int:
 def ftlab_env(home: Path, **extra: str) -> dict[str, str]:
     # One intra-op thread: the server and its worker share the machine with the test process (and, in CI, with
     # other tests); spinning OpenMP threads on an oversubscribed CPU slow everything down far more than 1 thread.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "FTLAB_HOME": str(home), "PYTHONUNBUFFERED": "1", **extra}
-    env.pop("FTLAB_DATABASE_URL", None)
-    return env
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "FTLAB_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    env.pop("FTLAB_DATABASE_URL", None)  # the home's own SQLite file, unless `extra` names another database
+    return {**env, **extra}
 
 
-def run_cli(home: Path, *args: str) -> subprocess.CompletedProcess:
+def run_cli(
+    home: Path, *args: str, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "ftlab.cli.serve", *args],
         cwd=REPO,
-        env=ftlab_env(home),
+        env=ftlab_env(home, **(env or {})),
         capture_output=True,
         text=True,
-        check=True,
+        check=check,
     )
 
 
@@ -83,6 +85,10 @@ class Server:
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
 
+    def worker_pids(self) -> list[int]:
+        """The worker processes `ftlab serve` runs (its children)."""
+        return children(self.process.pid)
+
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
@@ -95,6 +101,19 @@ class Server:
 
     def client(self, api_key: str = "not-needed-on-loopback") -> OpenAI:
         return OpenAI(base_url=self.base_url, api_key=api_key, max_retries=0, timeout=300)  # a hang guard only
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of `pid`, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return sorted(found)
 
 
 def write_jsonl(path: Path, rows: list) -> Path:

@@ -1,27 +1,27 @@
-"""The records database: migrations build exactly the tables the code declares, SQLite runs in WAL mode, and
-several processes can migrate and write one database at once."""
+"""The records database, on SQLite and on PostgreSQL: migrations build exactly the tables the code declares,
+SQLite runs in WAL mode and reads take no write lock, and several processes can migrate and write one database
+at once."""
 
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
+import time
 from pathlib import Path
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect, select, text
 
 from ftlab.records.db import alembic_config, get_engine, init_db, session_scope
-from ftlab.records.tables import Base, Job, Run, new_id
+from ftlab.records.tables import ApiKey, Base, FileRecord, Job, Run, new_id
 from ftlab.serve.worker import claim_next_job
 
 
-def _url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'ftlab.db'}"
-
-
-def test_migrations_create_the_declared_schema(tmp_path: Path) -> None:
-    url = _url(tmp_path)
+def test_migrations_create_the_declared_schema(db_url: str) -> None:
+    url = db_url
     init_db(url)
     init_db(url)  # idempotent
     engine = get_engine(url)
@@ -32,8 +32,44 @@ def test_migrations_create_the_declared_schema(tmp_path: Path) -> None:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
         head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
         assert MigrationContext.configure(connection).get_current_revision() == head
-        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-        assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        if url.startswith("sqlite"):
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_records_made_before_projects_move_to_the_default_project(db_url: str) -> None:
+    config = alembic_config(db_url)
+    with get_engine(db_url).begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0003")
+        connection.execute(text("INSERT INTO api_keys (id, name, prefix, sha256, created_at) "
+                                "VALUES ('key-old', 'old', 'ftl-abc', 'digest', 1)"))  # fmt: skip
+        connection.execute(text("INSERT INTO files (id, filename, purpose, bytes, sha256, created_at, status) "
+                                "VALUES ('file-old', 'a.jsonl', 'fine-tune', 1, 'x', 1, 'processed')"))  # fmt: skip
+    init_db(db_url)
+    with session_scope(db_url) as db:
+        key = db.scalar(select(ApiKey))
+        assert (key.project, key.admin) == ("default", True)  # it saw every object before: it still does
+        assert db.scalar(select(FileRecord)).project == "default"
+        db.add(ApiKey(id="key-new", prefix="ftl-def", sha256="digest2"))
+        db.flush()
+        assert db.scalar(select(ApiKey).where(ApiKey.id == "key-new")).admin is False
+
+
+def test_reads_take_no_write_lock_on_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ftlab.db'}"
+    init_db(url)
+    _queue(url, 1)
+    writer = sqlite3.connect(tmp_path / "ftlab.db", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process holds the write lock (a long write transaction)
+    try:
+        started = time.monotonic()
+        with session_scope(url, read_only=True) as db:
+            assert db.scalar(select(Job.status)) == "queued"
+        assert time.monotonic() - started < 2  # a write session would wait here for the busy timeout (30 s)
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
 
 
 def test_default_database_lives_under_ftlab_home(ftlab_home: Path) -> None:
@@ -71,8 +107,8 @@ def _migrate_and_claim_all(url: str, worker: str, out) -> None:
     out.put(claimed)
 
 
-def test_two_processes_share_one_database_and_never_claim_a_job_twice(tmp_path: Path) -> None:
-    url = _url(tmp_path)
+def test_two_processes_share_one_database_and_never_claim_a_job_twice(db_url: str) -> None:
+    url = db_url
     init_db(url)
     _queue(url, 20)
     context = multiprocessing.get_context("spawn")
@@ -91,8 +127,8 @@ def test_two_processes_share_one_database_and_never_claim_a_job_twice(tmp_path: 
         assert all(j.status == "running" and j.attempts == 1 for j in db.scalars(select(Job)))
 
 
-def test_two_processes_can_migrate_a_fresh_database_at_once(tmp_path: Path) -> None:
-    url = _url(tmp_path)
+def test_two_processes_can_migrate_a_fresh_database_at_once(db_url: str) -> None:
+    url = db_url
     context = multiprocessing.get_context("spawn")
     processes = [context.Process(target=init_db, args=(url,)) for _ in range(2)]
     for process in processes:

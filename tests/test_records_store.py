@@ -1,5 +1,6 @@
 """Records of datasets, runs and evaluations: what a real (tiny) training run and evaluation leave in the
-database, idempotent re-recording, `ftlab runs` from a fresh process, and two processes writing one SQLite file."""
+database, idempotent re-recording, `ftlab runs` from a fresh process, and two processes writing one database
+(SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -110,9 +111,9 @@ def test_recording_again_completes_instead_of_duplicating(two_runs) -> None:
     assert record_run(first, url=url) == run_id
 
 
-def test_metric_rows_are_known_by_step_not_by_count(two_runs, tmp_path: Path) -> None:
+def test_metric_rows_are_known_by_step_not_by_count(two_runs, db_url: str) -> None:
     _, first, _, _, _ = two_runs
-    url = f"sqlite:///{tmp_path / 'ftlab.db'}"
+    url = db_url
     run_id = record_run(first, url=url)
     with session_scope(url) as db:  # a cut attempt's row at step 9 and a missing step 3: still four rows
         run = find_run(db, run_id)
@@ -198,13 +199,13 @@ def test_an_evaluation_is_recorded_and_linked_to_its_run(two_runs, evaluation) -
         assert db.scalar(select(Dataset).where(Dataset.sha256 == recorded.test_sha256)).n_examples == 4
 
 
-def test_a_broken_dataset_is_recorded_with_the_line_and_field(tmp_path: Path) -> None:
+def test_a_broken_dataset_is_recorded_with_the_line_and_field(tmp_path: Path, db_url: str) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n'
                    '{"messages": [{"role": "robot", "content": "x"}]}\n')  # fmt: skip
     summary = summarize_dataset(bad)
     assert summary["valid"] is False and summary["line"] == 2 and "role" in str(summary["field"])
-    url = f"sqlite:///{tmp_path / 'ftlab.db'}"
+    url = db_url
     sha = record_dataset(bad, url=url)
     assert record_dataset(bad, {"valid": True, "n_examples": 1, "note": "from the validator"}, url=url) == sha
     with session_scope(url) as db:
@@ -244,9 +245,9 @@ def _record_copies(url: str, source: Path, names: list[str], start, out) -> None
     out.put(ids)
 
 
-def test_two_processes_record_into_one_sqlite_file_at_once(two_runs, tmp_path: Path) -> None:
+def test_two_processes_record_into_one_database_at_once(two_runs, db_url: str) -> None:
     _, first, _, _, _ = two_runs
-    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    url = db_url
     names = [[f"copy-{w}-{i}" for i in range(8)] for w in range(2)]
     for name in names[0] + names[1]:
         shutil.copytree(first.output_dir, first.output_dir.parent / name, dirs_exist_ok=True)
@@ -314,13 +315,18 @@ def test_dashboard_asks_for_a_key_when_the_server_requires_one(two_runs) -> None
     from ftlab.serve.auth import create_key
 
     with session_scope() as db:
-        _, secret = create_key(db, "dashboard test")
+        _, secret = create_key(db, "dashboard test", admin=True)
+        _, project_key = create_key(db, "one project", project="alpha")
     with TestClient(create_app(Settings(require_key=True))) as client:
         page = client.get("/", follow_redirects=False)
         assert page.status_code == 303 and page.headers["location"].startswith("/login")
         assert client.get("/dashboard/api/runs").status_code == 401
         wrong = client.post("/login", data={"key": "ftl-wrong", "next": "/"}, follow_redirects=False)
         assert "error" in wrong.headers["location"]
+        # The dashboard shows every project's records: a key of one project is not enough.
+        one_project = client.post("/login", data={"key": project_key, "next": "/"}, follow_redirects=False)
+        assert "not+an+admin+key" in one_project.headers["location"]
+        assert client.get("/dashboard/api/runs", headers={"Authorization": f"Bearer {project_key}"}).status_code == 401
         assert client.post("/login", data={"key": secret, "next": "/datasets"}).url.path == "/datasets"
         assert client.get("/").status_code == 200 and client.get("/dashboard/api/runs").status_code == 200
         assert client.get("/", headers={"Authorization": f"Bearer {secret}"}, cookies={}).status_code == 200

@@ -1,5 +1,5 @@
 """Recovery of jobs whose worker died: queued again to resume, failed after too many attempts, cancelled if
-asked to be — never left "running" without a live worker."""
+asked to be — never left "running" without a live worker. On SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -18,10 +17,9 @@ from ftlab.serve.worker import recover_orphaned_jobs
 
 
 @pytest.fixture
-def db(tmp_path: Path):
-    url = f"sqlite:///{tmp_path / 'ftlab.db'}"
-    init_db(url)
-    session = new_session(url)
+def db(db_url: str):
+    init_db(db_url)
+    session = new_session(db_url)
     yield session
     session.close()
 
@@ -54,11 +52,16 @@ def test_a_job_of_a_dead_worker_is_queued_again_to_resume(db) -> None:
     job = running_job(db, worker_id=dead_worker_id())
     db.add(Checkpoint(id=new_id("ftckpt-"), run_pk=job.run_pk, job_pk=job.pk, step=10, path="/x"))
     db.add_all(RunMetric(run_pk=job.run_pk, step=step) for step in (9, 10, 11, 12))
+    db.add_all(JobEvent(id=new_id("ftevent-"), job_pk=job.pk, type="metrics", message=f"Step {step}",
+                        data={"step": step}) for step in (9, 10, 11, 12))  # fmt: skip
     assert recover_orphaned_jobs(db) == [job.id]
     assert job.status == "queued" and job.worker_id is None
     assert "will resume from its last checkpoint (attempt 2 of 3)" in messages(db, job)[-1]
-    # Steps after the checkpoint will be trained again, so their metric rows go.
+    # Steps after the checkpoint will be trained again, so their metric rows and metrics events go: once the
+    # job resumes, each step is recorded and listed once.
     assert sorted(db.scalars(select(RunMetric.step).where(RunMetric.run_pk == job.run_pk))) == [9, 10]
+    steps = db.scalars(select(JobEvent.data).where(JobEvent.job_pk == job.pk, JobEvent.type == "metrics"))
+    assert sorted(data["step"] for data in steps) == [9, 10]
 
 
 def test_a_job_that_lost_its_worker_too_often_fails_with_a_clear_error(db) -> None:

@@ -41,7 +41,7 @@ def validate_split(path: Path) -> None:
 def demo_command(
     data: Annotated[Path, typer.Option(help="Folder with train.jsonl, val.jsonl and test.jsonl.")] = DEMO_DATA,
     output: Annotated[Path | None, typer.Option(help="Run folder (default FTLAB_HOME/runs/demo-TIME).")] = None,
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = DEMO_CONFIG["n_epochs"],
+    epochs: Annotated[int, typer.Option(help="Training epochs.", min=1, max=50)] = DEMO_CONFIG["n_epochs"],
 ) -> None:
     """Fine-tune the bundled model on the shipped recipe task and compare it with its base."""
     from ftlab.cli.eval import summary_table

@@ -5,8 +5,11 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 
 import typer
 
@@ -17,6 +20,67 @@ keys_app = typer.Typer(help="Create, list and revoke the API keys the service ac
 serve_app.add_typer(keys_app, name="keys")
 
 WORKER_SHUTDOWN_S = 60  # how long `serve` waits for its workers to checkpoint-free stop before killing them
+SUPERVISE_S = 1.0  # how often `serve` looks for a worker that died
+RESTART_BACKOFF_S = (1, 2, 5, 10, 30, 60)  # waits before restarting a worker that keeps dying at once
+HEALTHY_AFTER_S = 60  # a worker that ran this long before dying is restarted without waiting
+
+log = logging.getLogger("ftlab.serve")
+
+
+class Workers:
+    """The training workers `serve` runs beside the API: each a `ftlab worker` process, started again when it
+    dies (kill -9, out of memory) — at once, or after a growing wait when it keeps dying on start — and asked
+    to stop (SIGTERM: it queues its job again) when the server stops."""
+
+    def __init__(self, n: int, env: dict[str, str]) -> None:
+        self.n = n
+        self.env = env
+        self.children: list[subprocess.Popen] = []
+        self.started: list[float] = []
+        self.failures: list[int] = []
+        self.stopping = threading.Event()
+        self.watcher = threading.Thread(target=self._watch, name="worker-supervisor", daemon=True)
+
+    def _spawn(self) -> subprocess.Popen:
+        command = [sys.executable, "-m", "ftlab.cli.serve", "worker", "--parent-pid", str(os.getpid())]
+        return subprocess.Popen(command, env=self.env)
+
+    def start(self) -> None:
+        self.children = [self._spawn() for _ in range(self.n)]
+        self.started = [time.monotonic()] * self.n
+        self.failures = [0] * self.n
+        self.watcher.start()
+
+    def _watch(self) -> None:
+        while not self.stopping.wait(SUPERVISE_S):
+            for slot, child in enumerate(self.children):
+                if child.poll() is None:
+                    continue
+                quick = time.monotonic() - self.started[slot] < HEALTHY_AFTER_S
+                self.failures[slot] = self.failures[slot] + 1 if quick else 0
+                wait = RESTART_BACKOFF_S[min(self.failures[slot], len(RESTART_BACKOFF_S)) - 1] if quick else 0
+                log.warning("worker %d (pid %d) exited with %s; starting another%s", slot, child.pid,
+                            child.returncode, f" in {wait} s" if wait else "")  # fmt: skip
+                if self.stopping.wait(wait):
+                    return
+                self.children[slot], self.started[slot] = self._spawn(), time.monotonic()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.watcher.is_alive():
+            self.watcher.join()
+        stop_processes(self.children)  # SIGTERM: a worker stops at the next step and queues its job again
+
+
+def stop_processes(children: list[subprocess.Popen]) -> None:
+    """SIGTERM each child, then wait for them all (killing one that takes longer than WORKER_SHUTDOWN_S)."""
+    for child in children:
+        child.terminate()
+    for child in children:
+        try:
+            child.wait(WORKER_SHUTDOWN_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
 
 
 def is_loopback(host: str) -> bool:
@@ -133,22 +197,21 @@ def serve_command(
         vllm_url=vllm_url if engine == "vllm" else None,
         vllm_model=vllm_model,
     )
+    # uvicorn answers SIGTERM with a graceful shutdown, then raises it again under the handler found at start:
+    # this one, so the workers are stopped (their jobs queued again) before the process ends, with status 0.
+    signal.signal(signal.SIGTERM, _stop_serving)
     worker_env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(training))}
-    children += [
-        subprocess.Popen([sys.executable, "-m", "ftlab.cli.serve", "worker", "--parent-pid", str(os.getpid())],
-                         env=worker_env)  # fmt: skip
-        for _ in range(workers)
-    ]
+    supervised = Workers(workers, worker_env)
+    supervised.start()
     try:
         uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
     finally:
-        for child in children:
-            child.terminate()  # SIGTERM: the worker stops at the next step and queues its job again
-        for child in children:
-            try:
-                child.wait(WORKER_SHUTDOWN_S)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        supervised.stop()
+        stop_processes(children)  # vLLM, when this server started it
+
+
+def _stop_serving(*_args) -> None:
+    raise SystemExit(0)
 
 
 @serve_app.command("worker")
@@ -176,22 +239,34 @@ def worker_command(
 
 
 @keys_app.command("create")
-def keys_create(name: str = typer.Option("", help="A label to recognise the key by.")) -> None:
+def keys_create(
+    name: str = typer.Option("", help="A label to recognise the key by."),
+    project: str = typer.Option(
+        "default", help="The project the key works in: it sees that project's files, jobs and models only."
+    ),
+    admin: bool = typer.Option(False, "--admin", help="The key sees every project (and the dashboard)."),
+) -> None:
     """Create an API key and print it (it is shown only this once)."""
     from ftlab.records.db import init_db, session_scope
     from ftlab.serve.auth import create_key
 
     init_db()
-    with session_scope() as db:
-        key, secret = create_key(db, name)
-        key_id = key.id
+    try:
+        with session_scope() as db:
+            key, secret = create_key(db, name, project=project, admin=admin)
+            key_id = key.id
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     typer.echo(secret)
-    typer.echo(f"(id {key_id}; use it as `Authorization: Bearer <key>` or OpenAI(api_key=...))", err=True)
+    scope = "every project (admin)" if admin else f"project '{project}'"
+    typer.echo(f"(id {key_id}, for {scope}; use it as `Authorization: Bearer <key>` or OpenAI(api_key=...))",
+               err=True)  # fmt: skip
 
 
 @keys_app.command("list")
 def keys_list() -> None:
-    """List API keys (prefix, name, created, last used, revoked)."""
+    """List API keys (prefix, name, project, created, last used, revoked)."""
     from datetime import UTC, datetime
 
     from ftlab.records.db import init_db, session_scope
@@ -204,8 +279,9 @@ def keys_list() -> None:
     with session_scope() as db:
         for key in list_keys(db):
             state = f"revoked {when(key.revoked_at)}" if key.revoked_at else "active"
+            project = f"{key.project} (admin)" if key.admin else key.project
             typer.echo(
-                f"{key.id}  {key.prefix}…  {key.name or '-'}  created {when(key.created_at)}  "
+                f"{key.id}  {key.prefix}…  {key.name or '-'}  project {project}  created {when(key.created_at)}  "
                 f"last used {when(key.last_used_at)}  {state}"
             )
 

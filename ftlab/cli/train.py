@@ -58,7 +58,7 @@ def train_command(
     **settings: str | None,
 ) -> None:
     """Fine-tune a chat model on a chat JSONL file (LoRA by default) and write a run folder."""
-    from ftlab.train.recipe import train
+    from ftlab.train.recipe import NonFiniteLoss, train
 
     try:
         config = build_config(settings, config_file)
@@ -92,6 +92,9 @@ def train_command(
         result = train(config, train_file, validation, output, on_event=show, resume=resume)
     except (DataError, ModelNotFound) as exc:
         fail(str(exc))
+    except NonFiniteLoss as exc:
+        recorder.fail("failed", str(exc))
+        fail(f"training diverged at {exc}")
     except KeyboardInterrupt:
         recorder.fail("cancelled", "interrupted (Ctrl-C); continue with --resume")
         err.print(f"interrupted: continue with `ftlab train … --output {output} --resume`")

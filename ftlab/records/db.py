@@ -2,8 +2,10 @@
 
 `FTLAB_DATABASE_URL` names it (any SQLAlchemy URL, e.g. `postgresql+psycopg://…`); the default is a SQLite
 file at `FTLAB_HOME/ftlab.db`, opened in WAL mode with a busy timeout so a server and several workers can
-share it. Every SQLite transaction starts with `BEGIN IMMEDIATE`: writers queue on the busy timeout instead of
-failing when a read transaction later tries to write. The schema is managed by Alembic (migrations ship inside
+share it. A session that may write starts its SQLite transaction with `BEGIN IMMEDIATE`: writers queue on the
+busy timeout instead of failing when a read transaction later tries to write. A read-only session
+(`read_only=True`: what every GET of the service uses) starts a plain deferred transaction, which in WAL mode
+never waits for a writer and never makes one wait. The schema is managed by Alembic (migrations ship inside
 this package) and `init_db()` brings any database to the newest revision.
 """
 
@@ -23,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ftlab.config import home
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_ONLY = "ftlab_read_only"  # the execution option that marks a read-only session's connection
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
@@ -52,7 +55,7 @@ def get_engine(url: str | None = None) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        connection.exec_driver_sql("BEGIN" if connection.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -74,18 +77,20 @@ def _enable_wal(cursor) -> None:
 
 
 @cache
-def _sessionmaker(url: str) -> sessionmaker[Session]:
-    return sessionmaker(get_engine(url), expire_on_commit=False)
+def _sessionmaker(url: str, read_only: bool) -> sessionmaker[Session]:
+    engine = get_engine(url)
+    return sessionmaker(engine.execution_options(**{READ_ONLY: True}) if read_only else engine, expire_on_commit=False)
 
 
-def new_session(url: str | None = None) -> Session:
-    return _sessionmaker(url or database_url())()
+def new_session(url: str | None = None, *, read_only: bool = False) -> Session:
+    """A session on the database; `read_only` ones take no write lock on SQLite (and must not write)."""
+    return _sessionmaker(url or database_url(), read_only)()
 
 
-def request_session() -> Iterator[Session]:
-    """A session for one HTTP request (a FastAPI dependency): routes commit what they change before they
-    answer; anything left uncommitted is rolled back."""
-    db = new_session()
+def request_session(*, read_only: bool = False) -> Iterator[Session]:
+    """A session for one HTTP request (the service's dependency wraps it): routes commit what they change
+    before they answer; anything left uncommitted is rolled back."""
+    db = new_session(read_only=read_only)
     try:
         yield db
     finally:
@@ -94,9 +99,9 @@ def request_session() -> Iterator[Session]:
 
 
 @contextmanager
-def session_scope(url: str | None = None) -> Iterator[Session]:
+def session_scope(url: str | None = None, *, read_only: bool = False) -> Iterator[Session]:
     """A session whose transaction commits when the block ends and rolls back if it raises."""
-    session = new_session(url)
+    session = new_session(url, read_only=read_only)
     try:
         yield session
         session.commit()

@@ -5,7 +5,10 @@
   `run_metrics` rows (one per logged step) and `checkpoints`.
 - `fine_tuning_jobs`: the service's view of a run in OpenAI's job shape; a job owns exactly one run.
 - `job_events`: the job's event log (newest first in the API).
-- `api_keys`: sha256 digests of the keys the service accepts.
+- `api_keys`: sha256 digests of the keys the service accepts, each for one project (or every one: admin).
+
+Files, jobs and their checkpoints and models belong to a `project`: a key sees its own project's objects only,
+an admin key sees them all. Without keys everything is in the project `default`.
 
 Every table has an integer primary key `pk` (stable order, cheap joins) and, where the API shows one, a
 public string `id` such as `file-…` or `ftjob-…`. Times are Unix seconds.
@@ -35,6 +38,9 @@ def now() -> int:
     return int(time.time())
 
 
+DEFAULT_PROJECT = "default"
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
 
@@ -53,6 +59,7 @@ class FileRecord(Base):
     status_details: Mapped[str | None] = mapped_column(Text, default=None)
     n_examples: Mapped[int | None] = mapped_column(Integer, default=None)
     expires_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    project: Mapped[str] = mapped_column(String(64), index=True, default=DEFAULT_PROJECT)
 
 
 class Run(Base):
@@ -153,6 +160,7 @@ class Job(Base):
     worker_id: Mapped[str | None] = mapped_column(String(255), default=None)
     heartbeat_at: Mapped[float | None] = mapped_column(Float, default=None)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    project: Mapped[str] = mapped_column(String(64), index=True, default=DEFAULT_PROJECT)
 
     run: Mapped[Run] = relationship()
     events: Mapped[list[JobEvent]] = relationship(back_populates="job", order_by="JobEvent.pk")
@@ -184,6 +192,8 @@ class ApiKey(Base):
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
     last_used_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
     revoked_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    project: Mapped[str] = mapped_column(String(64), default=DEFAULT_PROJECT)
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 # Records of datasets and evaluations (issue 7). Runs, their metrics and checkpoints are the tables above.

@@ -7,7 +7,8 @@ dashboard works offline, on the same port as the API), and every page is a plain
 scraped. Pages read the records through `ftlab.records.query`; no page loads more than one page of rows.
 
 When the server requires API keys, the dashboard does too: `/login` takes a key once and keeps it in an
-HttpOnly cookie (or send `Authorization: Bearer …`).
+HttpOnly cookie (or send `Authorization: Bearer …`). It shows the records of every project, so it takes an admin
+key (`ftlab keys create --admin`).
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from sqlalchemy.orm import Session
 
 from ftlab.records import format as fmt
 from ftlab.records import query
-from ftlab.records.db import request_session as get_db
 from ftlab.records.query import ACTIVE
-from ftlab.records.tables import Dataset, EvaluationModel, Run
+from ftlab.records.tables import ApiKey, Dataset, EvaluationModel, Run
 from ftlab.serve import auth
+from ftlab.serve.auth import request_db as get_db
 from ftlab.serve.errors import APIError
 
 PAGE_SIZE = 50
@@ -56,12 +57,20 @@ def dashboard_access(request: Request, db: Session = Depends(get_db)) -> None:
     if not header and request.cookies.get(COOKIE):
         header = f"Bearer {request.cookies[COOKIE]}"
     try:
-        auth.check_authorization(db, header)
+        key = _admin_key(db, header)
     except APIError:
         if request.url.path.startswith("/dashboard/api/"):
-            raise HTTPException(401, "an API key is required") from None
+            raise HTTPException(401, "an admin API key is required") from None
         raise LoginRequired from None
     db.commit()
+    auth.note_use(key)
+
+
+def _admin_key(db: Session, header: str | None) -> ApiKey:
+    key = auth.check_authorization(db, header)
+    if not key.admin:
+        raise APIError(403, "the dashboard shows every project's records: it takes an admin key")
+    return key
 
 
 class PageNotFound(Exception):
@@ -94,9 +103,10 @@ def login_form(request: Request, next: str = "/", error: str = "") -> Response:
 @router.post("/login")
 def login(key: str = Form(...), next: str = Form("/"), db: Session = Depends(get_db)) -> Response:
     try:
-        auth.check_authorization(db, f"Bearer {key}")
-    except APIError:
-        return RedirectResponse("/login?error=That+key+is+not+valid", status_code=303)
+        _admin_key(db, f"Bearer {key}")
+    except APIError as exc:
+        reason = "That key is not an admin key" if exc.status == 403 else "That key is not valid"
+        return RedirectResponse(f"/login?error={reason.replace(' ', '+')}", status_code=303)
     db.commit()
     response = RedirectResponse(next if next.startswith("/") and not next.startswith("//") else "/", status_code=303)
     response.set_cookie(COOKIE, key, httponly=True, samesite="strict")

@@ -1,5 +1,8 @@
 """Fine-tuning jobs: creation (validating the files and the settings before anything is queued), the OpenAI
-view of a job, its events and checkpoints, and cancellation. Training itself happens in `ftlab.serve.worker`."""
+view of a job, its events and checkpoints, and cancellation. Training itself happens in `ftlab.serve.worker`.
+
+A job belongs to the project of the key that created it, and may only train on that project's files; other
+projects' keys get a 404 for it, its events, checkpoints and model."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from ftlab.data.validate import example_count_finding, server_min_examples
 from ftlab.infer.refs import organization
 from ftlab.models import base_problem
 from ftlab.records.tables import Checkpoint, Job, JobEvent, Run, new_id, now
+from ftlab.serve.auth import Caller
 from ftlab.serve.errors import APIError, bad_request, not_found
 from ftlab.serve.files import get_file, stored_path
 from ftlab.serve.schemas import JobCreate
@@ -115,11 +119,11 @@ def _train_config(request: JobCreate) -> TrainConfig:
         raise bad_request(f"Invalid value for '{param or setting}': {message}", param=param, code=code) from None
 
 
-def _examples_of(db: Session, file_id: str, param: str) -> tuple[int, str]:
-    """Check that a file exists and is a fine-tune file; return (examples, sha256). Its lines were validated at
-    upload, which stored the count: nothing is read again here."""
+def _examples_of(db: Session, file_id: str, param: str, caller: Caller) -> tuple[int, str]:
+    """Check that a file exists (for the caller) and is a fine-tune file; return (examples, sha256). Its lines
+    were validated at upload, which stored the count: nothing is read again here."""
     try:
-        record = get_file(db, file_id, param=param)
+        record = get_file(db, file_id, caller, param=param, lock=True)
     except APIError:
         raise bad_request(f"invalid {param}: {file_id} (no such file)", param=param, code="invalid_file") from None
     if record.purpose != "fine-tune":
@@ -133,8 +137,9 @@ def _examples_of(db: Session, file_id: str, param: str) -> tuple[int, str]:
     return record.n_examples, record.sha256
 
 
-def create_job(db: Session, request: JobCreate) -> Job:
-    """Validate everything a job needs, then record it as queued (with its run) for a worker to pick up."""
+def create_job(db: Session, request: JobCreate, caller: Caller) -> Job:
+    """Validate everything a job needs, then record it as queued (with its run) in the caller's project for a
+    worker to pick up."""
     problem = base_problem(request.model, download=False)
     if problem:
         raise bad_request(
@@ -146,7 +151,7 @@ def create_job(db: Session, request: JobCreate) -> Job:
     _check_metadata(request.metadata)
     config = _train_config(request)
 
-    n_train, train_sha = _examples_of(db, request.training_file, "training_file")
+    n_train, train_sha = _examples_of(db, request.training_file, "training_file", caller)
     too_few = example_count_finding(n_train, server_min_examples())
     if too_few:
         raise bad_request(f"Training file {request.training_file}: {too_few.message}", param="training_file",
@@ -157,7 +162,7 @@ def create_job(db: Session, request: JobCreate) -> Job:
             raise bad_request(
                 "validation_file must differ from training_file", param="validation_file", code="invalid_value"
             )
-        _, datasets["validation"] = _examples_of(db, request.validation_file, "validation_file")
+        _, datasets["validation"] = _examples_of(db, request.validation_file, "validation_file", caller)
     resolved = config.resolve(n_train)
     hyperparameters = {key: getattr(resolved, key) for key in OPENAI_HYPERPARAMETERS}
 
@@ -187,6 +192,7 @@ def create_job(db: Session, request: JobCreate) -> Job:
         status="validating_files",
         run_pk=run.pk,
         result_files=[],
+        project=caller.project,
     )
     db.add(job)
     db.flush()
@@ -198,9 +204,10 @@ def create_job(db: Session, request: JobCreate) -> Job:
     return job
 
 
-def to_openai(job: Job) -> FineTuningJob:
-    """The job in OpenAI's shape (validated by the openai package's own model)."""
-    data = FineTuningJob.model_validate(
+def to_openai(job: Job) -> dict[str, Any]:
+    """The job in OpenAI's shape: checked by the openai package's own model, sent as OpenAI sends it (`method`
+    holds its own type's settings only, no null `dpo` or `reinforcement`)."""
+    model = FineTuningJob.model_validate(
         {
             "id": job.id,
             "created_at": job.created_at,
@@ -223,25 +230,27 @@ def to_openai(job: Job) -> FineTuningJob:
             "suffix": job.suffix,  # not in openai's model, but OpenAI's API returns it
         }
     )
+    data = model.model_dump(mode="json")
+    data["method"] = {key: value for key, value in data["method"].items() if value is not None}
     # openai's model knows only wandb integrations; ftlab's are the same shape with type "mlflow".
-    data.integrations = job.integrations
+    data["integrations"] = job.integrations
     return data
 
 
-def get_job(db: Session, job_id: str) -> Job:
+def get_job(db: Session, job_id: str, caller: Caller) -> Job:
     job = db.scalar(select(Job).where(Job.id == job_id))
-    if job is None:
+    if job is None or not caller.sees(job.project):
         raise not_found("fine-tuning job", job_id, param="fine_tuning_job_id")
     return job
 
 
 def list_jobs(
-    db: Session, *, after: str | None, limit: int, metadata: dict[str, str] | None = None
+    db: Session, caller: Caller, *, after: str | None, limit: int, metadata: dict[str, str] | None = None
 ) -> tuple[list[Job], bool]:
-    """Newest first; `after` is the id of the last job of the previous page."""
-    query = select(Job)
+    """The caller's jobs, newest first; `after` is the id of the last job of the previous page."""
+    query = select(Job) if caller.admin else select(Job).where(Job.project == caller.project)
     if after:
-        query = query.where(Job.pk < get_job(db, after).pk)
+        query = query.where(Job.pk < get_job(db, after, caller).pk)
     rows: list[Job] = []
     has_more = False
     # Metadata is JSON, so it is filtered here rather than in SQL (portable across SQLite and PostgreSQL).
@@ -255,9 +264,9 @@ def list_jobs(
     return rows, has_more
 
 
-def cancel_job(db: Session, job_id: str) -> Job:
+def cancel_job(db: Session, job_id: str, caller: Caller) -> Job:
     """Cancel a queued job at once; ask the worker running one to stop at its next step."""
-    job = get_job(db, job_id)
+    job = get_job(db, job_id, caller)
     if job.status in TERMINAL:
         verb = "completed" if job.status == "succeeded" else job.status
         raise bad_request(f"Job has already {verb}: {job_id}", param="fine_tuning_job_id", code="job_finished")
@@ -282,10 +291,10 @@ def event_to_openai(event: JobEvent) -> FineTuningJobEvent:
     )
 
 
-def _job_page(db: Session, model: type[JobEvent] | type[Checkpoint], job_id: str, kind: str, after: str | None,
-              limit: int) -> tuple[list, bool]:  # fmt: skip
+def _job_page(db: Session, model: type[JobEvent] | type[Checkpoint], job_id: str, caller: Caller, kind: str,
+              after: str | None, limit: int) -> tuple[list, bool]:  # fmt: skip
     """A job's events or checkpoints, newest first; `after` is the id of the last row of the previous page."""
-    job = get_job(db, job_id)
+    job = get_job(db, job_id, caller)
     query = select(model).where(model.job_pk == job.pk)
     if after:
         anchor = db.scalar(select(model.pk).where(model.id == after, model.job_pk == job.pk))
@@ -296,9 +305,11 @@ def _job_page(db: Session, model: type[JobEvent] | type[Checkpoint], job_id: str
     return rows[:limit], len(rows) > limit
 
 
-def list_events(db: Session, job_id: str, *, after: str | None, limit: int) -> tuple[list[JobEvent], bool]:
+def list_events(
+    db: Session, job_id: str, caller: Caller, *, after: str | None, limit: int
+) -> tuple[list[JobEvent], bool]:
     """Newest first, like OpenAI; `after` is the id of the last event of the previous page."""
-    return _job_page(db, JobEvent, job_id, "fine-tuning job event", after, limit)
+    return _job_page(db, JobEvent, job_id, caller, "fine-tuning job event", after, limit)
 
 
 def checkpoint_to_openai(job: Job, checkpoint: Checkpoint) -> FineTuningJobCheckpoint:
@@ -314,9 +325,11 @@ def checkpoint_to_openai(job: Job, checkpoint: Checkpoint) -> FineTuningJobCheck
     )
 
 
-def list_checkpoints(db: Session, job_id: str, *, after: str | None, limit: int) -> tuple[list[Checkpoint], bool]:
+def list_checkpoints(
+    db: Session, job_id: str, caller: Caller, *, after: str | None, limit: int
+) -> tuple[list[Checkpoint], bool]:
     """Newest first; `after` is the id of the last checkpoint of the previous page."""
-    return _job_page(db, Checkpoint, job_id, "fine-tuning job checkpoint", after, limit)
+    return _job_page(db, Checkpoint, job_id, caller, "fine-tuning job checkpoint", after, limit)
 
 
 def count_jobs(db: Session, status: str) -> int:

@@ -101,6 +101,10 @@ class LoopState:
         self.checkpoints = [Checkpoint.from_dict(c) for c in state["checkpoints"]]
 
 
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite: the run has diverged and stops instead of writing a model."""
+
+
 class LabelledLMLoss(nn.Module):
     """Cross-entropy over the trained tokens only, computing the output layer just at those positions.
 
@@ -549,6 +553,10 @@ def train(
             row = {"step": loop.step, "train_loss": round(loss.item(), 6),
                    "train_mean_token_accuracy": round((correct / count).item(), 6),
                    "valid_loss": None, "valid_mean_token_accuracy": None}
+            if not math.isfinite(row["train_loss"]):
+                raise NonFiniteLoss(f"step {loop.step}: the training loss is {row['train_loss']}, not a finite "
+                                    "number; training stopped (lower learning_rate_multiplier, or check the base "
+                                    "model's weights)")
             end_of_epoch = batch_indices is batches[-1]
             if valid_items and (end_of_epoch if eval_every is None else loop.step % eval_every == 0 or end_of_epoch):
                 valid_loss, valid_acc = evaluate_loss(
