@@ -79,7 +79,7 @@ class Message(BaseModel):
     weight: Literal[0, 1] | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
-    function_call: dict[str, Any] | None = None
+    function_call: FunctionCall | None = None  # the legacy spelling of one tool call
     refusal: str | None = None
 
     @model_validator(mode="after")

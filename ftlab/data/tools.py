@@ -365,7 +365,8 @@ def tool_use(
         use.mode = choice
         return use
     if isinstance(choice, dict):
-        name = choice.get("name") if legacy else (choice.get("function") or {}).get("name")
+        function = choice if legacy else choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
         if (legacy or choice.get("type") == "function") and isinstance(name, str):
             if name not in names:
                 raise ToolRequestError(f"{param} names the function {name!r}, which is not among the {kind} "

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from pydantic.fields import FieldInfo
 
 from ftlab.config import TrainConfig, upgrade_settings
-from ftlab.data.schema import ToolCall
+from ftlab.data.schema import FunctionCall, ToolCall
 from ftlab.data.tools import FunctionDefinition, Tool, content_text
 
 JOB_FIELDS = ("model", "method", "seed", "suffix")  # TrainConfig fields a job sets from its own parameters
@@ -90,7 +90,7 @@ class ChatMessage(BaseModel):
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
-    function_call: dict[str, Any] | None = None
+    function_call: FunctionCall | None = None
 
     def text(self) -> str:
         return content_text(self.content)
