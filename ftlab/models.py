@@ -35,7 +35,17 @@ def looks_like_path(name: str) -> bool:
 
 
 def is_hub_id(name: str) -> bool:
-    return name.count("/") == 1 and not looks_like_path(name)
+    """`owner/name` spelled as the Hugging Face Hub allows (its own check), and not a local path."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if name.count("/") != 1 or looks_like_path(name):
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
 
 
 def hub_cache_commit(repo_id: str) -> str | None:

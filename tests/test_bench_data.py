@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -17,8 +18,9 @@ SIZES = {
     "recipes_real": {"train": 100, "val": 20, "test": 50},
     "support_intents": {"train": 240, "val": 60, "test": 120},
     "bug_tickets": {"train": 100, "test": 60},
+    "tool_calls": {"train": 120, "test": 40},
 }
-BUILT = {"recipes_real": [], "support_intents": ["labels.txt"], "bug_tickets": ["facts.json"]}
+BUILT = {"recipes_real": [], "support_intents": ["labels.txt"], "bug_tickets": ["facts.json"], "tool_calls": []}
 
 
 def _examples(name: str, split: str):
@@ -38,7 +40,8 @@ def test_sizes_roles_and_no_leakage(name: str) -> None:
     for split, size in SIZES[name].items():
         examples = _examples(name, split)
         assert len(examples) == size, f"{name}/{split}"
-        assert all([m.role for m in e.messages] == ["system", "user", "assistant"] for e in examples)
+        if name != "tool_calls":  # conversations with tool calls and results have more turns
+            assert all([m.role for m in e.messages] == ["system", "user", "assistant"] for e in examples)
     report = leakage(DATA / name / "train.jsonl", DATA / name / "test.jsonl", method="minhash")
     assert not report.matches, [m.to_dict() for m in report.matches]
 
@@ -68,3 +71,22 @@ def test_ticket_facts_are_in_the_test_answers_and_the_docs() -> None:
         docs = "".join((DATA / "bug_tickets" / "docs" / f"{t}.md").read_text(encoding="utf-8") for t in fact["tickets"])
         assert fact["tickets"][0] in example.reference()
         assert all(value in example.reference() and value in docs for value in fact["must_contain"]), fact
+
+
+def test_tool_calls_every_kind_is_in_both_splits_and_every_call_is_valid() -> None:
+    spec = importlib.util.spec_from_file_location("build", DATA / "build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    tools = json.loads((DATA / "tool_calls" / "tools.json").read_text(encoding="utf-8"))
+    schemas = {tool["function"]["name"]: tool["function"]["parameters"] for tool in tools}
+    kinds = {}
+    for split in SIZES["tool_calls"]:
+        examples = _examples("tool_calls", split)
+        assert all(example.tools == tools for example in examples)
+        for example in examples:
+            for call in (c for m in example.messages for c in m.tool_calls or []):
+                assert not build.argument_problems(json.loads(call.function.arguments), schemas[call.function.name])
+        kinds[split] = {build.conversation_kind([m.model_dump(exclude_none=True) for m in e.messages])
+                        for e in examples}  # fmt: skip
+    assert kinds["train"] == kinds["test"] == {"find_stations", "reserve_bike", "trip_history", "report_problem",
+                                               "parallel", "two_calls", "tool_then_answer", "no_tool"}

@@ -87,6 +87,36 @@ def test_tool_calls_tool_messages_and_weight_are_valid(tmp_path: Path) -> None:
     assert "1 examples use tool calls" in found["tools"][0].message
 
 
+def test_tool_calls_that_do_not_fit_their_tools_are_found(tmp_path: Path) -> None:
+    def call(name: str, arguments: str, call_id: str = "c1") -> dict:
+        return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+    weather = {"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}
+
+    def row(calls: list[dict], tools: list | None = None, answers: str = "c1") -> dict:
+        messages = [{"role": "user", "content": "Weather?"}, {"role": "assistant", "tool_calls": calls},
+                    {"role": "tool", "tool_call_id": answers, "content": "sunny"},
+                    {"role": "assistant", "content": "Sunny."}]  # fmt: skip
+        return {"messages": messages, **({"tools": tools} if tools is not None else {})}
+
+    rows = good_rows(10) + [
+        row([call("weather", '{"city": "Oslo"')], [weather]),  # line 11: arguments not JSON
+        row([call("forecast", "{}")], [weather]),  # 12: not a defined tool
+        row([call("weather", "{}")]),  # 13: no tools at all
+        row([call("weather", "{}")], [{"type": "custom", "custom": {"name": "x"}}]),  # 14: not a function tool
+        row([call("weather", "{}")], [weather], answers="c9"),  # 15: answers no call
+    ]
+    report = validate_file(write_jsonl(tmp_path / "calls.jsonl", rows), OPENAI)
+    found = {(f.lines[0], f.severity, f.field): f.message for f in report.findings if f.check == "tool_calls"}
+    assert "not a JSON object" in found[(11, "error", "tool_calls[0].function.arguments")]
+    assert "'forecast', which is not among the example's tools (weather)" in found[(12, "error",
+                                                                                  "tool_calls[0].function.name")]
+    assert "defines no tools" in found[(13, "warning", "tool_calls[0].function.name")]
+    assert "tools[0] is not an OpenAI function tool" in found[(14, "error", "tools[0]")]
+    assert "'c9'" in found[(15, "warning", "tool_call_id")]
+    assert len(found) == 5 and not report.ok
+
+
 def test_empty_reply_and_conversation_not_ending_with_assistant(tmp_path: Path) -> None:
     rows = good_rows(10) + [
         chat("空白だけの返事", "\u3000 \n"),  # line 11: ideographic space only

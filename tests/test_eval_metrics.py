@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ftlab.data.scoring import field_accuracy, json_valid, mean_score, score_example, set_f1
+from ftlab.data.scoring import field_accuracy, json_valid, mean_score, score_example, set_f1, tool_call_scores
 from ftlab.evaluate.compare import compare_scores, paired_bootstrap
 from ftlab.evaluate.metrics import aggregate, auto_metrics, corpus_bleu, label_report, parse_metrics
 
@@ -84,6 +84,30 @@ def test_auto_metrics_and_aggregate():
     assert summary["length"]["output_tokens"]["mean"] == 3
     with pytest.raises(ValueError, match="unknown metric"):
         parse_metrics("exact,rouge")
+
+
+def _call(name: str, arguments: str) -> str:
+    return f'<tool_call>\n{{"name": "{name}", "arguments": {arguments}}}\n</tool_call>'
+
+
+def test_tool_calls_score_name_arguments_and_json():
+    reference = _call("reserve_bike", '{"station_id": "ST-214", "hold_minutes": 10}')
+    assert auto_metrics([reference, "Which station?"]) == ["exact", "tool_calls", "length"]
+    same_order_swapped = _call("reserve_bike", '{"hold_minutes": 10, "station_id": "ST-214"}')
+    assert tool_call_scores(same_order_swapped, reference) == {"tool_name": 1.0, "tool_args": 1.0, "tool_json": 1.0}
+    wrong_value = _call("reserve_bike", '{"station_id": "ST-215", "hold_minutes": 10}')
+    assert tool_call_scores(wrong_value, reference) == {"tool_name": 1.0, "tool_args": 0.0, "tool_json": 1.0}
+    broken = "<tool_call>\n{\"name\": \"reserve_bike\", \"arguments\": {\"station_id\": }\n</tool_call>"
+    assert tool_call_scores(broken, reference) == {"tool_name": 0.0, "tool_args": 0.0, "tool_json": 0.0}
+    assert tool_call_scores("Sure, which station?", reference) == {"tool_name": 0.0, "tool_args": 0.0,
+                                                                  "tool_json": None}  # fmt: skip
+    # No call needed: calling nothing is right, calling something is wrong; arguments do not apply.
+    assert tool_call_scores("Which station?", "Which station?") == {"tool_name": 1.0, "tool_args": None,
+                                                                   "tool_json": None}  # fmt: skip
+    assert tool_call_scores(reference, "Which station?")["tool_name"] == 0.0
+    two = reference + "\n" + _call("find_stations", '{"near": "Old Harbour"}')
+    assert tool_call_scores(two, reference)["tool_name"] == 0.0  # one call too many
+    assert score_example(reference, reference, ["exact", "tool_calls"])["tool_args"] == 1.0
 
 
 def test_paired_bootstrap_interval_covers_the_true_difference():

@@ -25,7 +25,8 @@ def test_tool_calls_and_weights_are_kept_intact() -> None:
     example = parse_example(json.dumps(line))
     assert example.to_openai() == line
     rendered = template_messages(example.messages)
-    assert '<tool_call>{"name": "weather"' in rendered[1]["content"]
+    assert rendered[1]["content"] == '<tool_call>\n{"name": "weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
+    assert rendered[2] == {"role": "tool", "content": '<tool_response id="c1" name="weather">\n4°C\n</tool_response>'}
     assert [m.trained for m in example.messages] == [False, False, False, True]
     assert example.reference() == "It is 4°C in Oslo."
 

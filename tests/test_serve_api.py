@@ -380,6 +380,7 @@ BAD_INPUTS = [
     ("results-purpose", _upload(_lines(GOOD), purpose="fine-tune-results"), 400, ["fine-tune-results", "purpose"]),
     ("oversize-file", _upload(b"x" * int(MAX_UPLOAD_MB * 1024 * 1024 * 1.5)), 413, ["upload", "limit"]),
     ("unknown-training-file", _job(training_file="file-doesnotexist"), 400, ["training_file", "file-doesnotexist"]),
+    ("model-no-hub-id", _job(model="\u00d4\u00c3\u0001\u0014\u00d3/\u00ca"), 400, ["unknown model"]),  # fuzzer's 500
     ("wrong-purpose-file", _job(training_file=lambda ids: ids["user_data"]), 400, ["purpose", "fine-tune"]),
     ("too-few-examples", _job(training_file=lambda ids: ids["small"]), 400, ["1 example", "at least 10"]),
     ("same-validation-file", _job(validation_file=lambda ids: ids["train"]), 400, ["validation_file"]),

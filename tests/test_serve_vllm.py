@@ -57,6 +57,9 @@ def test_fine_tuned_models_are_registered_with_vllm_and_answered_there(
 
     with pytest.raises(openai.BadRequestError, match="labels"):
         client.chat.completions.create(model=name, messages=USER, extra_body={"labels": ["a", "b"]})
+    tool = {"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}
+    with pytest.raises(openai.BadRequestError, match="'tools' is not available with --engine vllm"):
+        client.chat.completions.create(model=name, messages=USER, tools=[tool], tool_choice="required")
     client.models.delete(name)
     wait_for(lambda: name not in fake_vllm.adapters, timeout=60)
 

@@ -1,10 +1,12 @@
 """Assemble the hand-written benchmark datasets under benchmarks/data/ into chat JSONL splits.
 
-    python benchmarks/data/build.py [recipes_real|support_intents|bug_tickets ...] [--out DIR]   (default: all three)
+    python benchmarks/data/build.py [recipes_real|support_intents|bug_tickets|tool_calls ...] [--out DIR]
+                                                                                                   (default: all)
 
 Everything the datasets say was written by hand in the source files next to this script (recipes_real/recipes.txt,
-support_intents/messages.txt, bug_tickets/docs/*.md and bug_tickets/questions.txt); this script only checks the
-sources against their written conventions, shuffles with seed 7, splits and writes JSONL (UTF-8, one example a line).
+support_intents/messages.txt, bug_tickets/docs/*.md and bug_tickets/questions.txt, tool_calls/conversations.txt and
+tool_calls/tools.json); this script only checks the sources against their written conventions, shuffles with seed 7,
+splits and writes JSONL (UTF-8, one example a line).
 Running it twice gives the same bytes.
 """
 
@@ -312,8 +314,118 @@ def build_tickets(out: Path) -> dict[str, int]:
     return {"train": len(train), "test": len(test)}
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# tool_calls: riders talk to Spoke, a bike-share app with four tools; the reply to learn is a call, calls or text.
+
+TOOL_SYSTEM = ("You are the assistant in Spoke, the city's bike-share app. Call a tool when the rider needs live data "
+               "or an action; otherwise answer briefly. Unless the rider says otherwise: any bike type and 1 bike when "
+               "searching, a classic bike held 10 minutes, the last 5 trips (20 for all).")
+TOOL_TEST_SHARE = 4  # one conversation in four of every kind is a test conversation
+_TURN = re.compile(r"([UACR]): (.+)")
+_CALL = re.compile(r"([a-z_]+) (\{.*\})")
+
+
+def argument_problems(arguments: dict, schema: dict) -> list[str]:
+    """What breaks the JSON-schema rules tools.json uses: required keys and no others, enums, patterns, integer
+    ranges (a validator library would do more; these four rules are all the schemas need)."""
+    problems = [f"keys {sorted(arguments)} are not {sorted(schema['required'])}"] \
+        if sorted(arguments) != sorted(schema["required"]) else []  # fmt: skip
+    for key, value in arguments.items():
+        rule = schema["properties"].get(key, {})
+        if "enum" in rule and value not in rule["enum"]:
+            problems.append(f"{key}={value!r} is not one of {rule['enum']}")
+        if "pattern" in rule and not (isinstance(value, str) and re.fullmatch(rule["pattern"], value)):
+            problems.append(f"{key}={value!r} does not match {rule['pattern']}")
+        if rule.get("type") == "integer" and not (
+            isinstance(value, int) and rule.get("minimum", value) <= value <= rule.get("maximum", value)
+        ):
+            problems.append(f"{key}={value!r} is not an integer in [{rule.get('minimum')}, {rule.get('maximum')}]")
+    return problems
+
+
+def conversation_kind(messages: list[dict]) -> str:
+    """What the reply to learn is: one call of a tool (its name), parallel calls, a call after earlier calls,
+    an answer after a tool result, or an answer without tools."""
+    final, earlier = messages[-1], any(m.get("tool_calls") for m in messages[:-1])
+    if "tool_calls" not in final:
+        return "tool_then_answer" if earlier else "no_tool"
+    if len(final["tool_calls"]) > 1:
+        return "parallel"
+    return "two_calls" if earlier else final["tool_calls"][0]["function"]["name"]
+
+
+def tool_conversations(tools: list[dict]) -> list[list[dict]]:
+    """Every conversation of conversations.txt as chat messages (system prompt included), checked: calls name a
+    tool with valid arguments that come from the conversation, every call is answered before the rider speaks."""
+    schemas = {tool["function"]["name"]: tool["function"]["parameters"] for tool in tools}
+    path = HERE / "tool_calls" / "conversations.txt"
+    conversations = []
+    for start, lines in records(path):
+        messages, unanswered, said = [{"role": "system", "content": TOOL_SYSTEM}], [], ""
+        for offset, line in enumerate(lines):
+            where = f"{path.name}:{start + offset}"
+            match = _TURN.fullmatch(line)
+            if not match:
+                raise SystemExit(f"{where}: a turn starts with 'U: ', 'A: ', 'C: ' or 'R: '")
+            kind, text = match.groups()
+            if kind in "UA" and unanswered:
+                raise SystemExit(f"{where}: {len(unanswered)} call(s) have no result")
+            if kind == "U":
+                messages.append({"role": "user", "content": text})
+            elif kind == "A":
+                messages.append({"role": "assistant", "content": text})
+            elif kind == "R":
+                if not unanswered:
+                    raise SystemExit(f"{where}: a result answers no call")
+                messages.append({"role": "tool", "tool_call_id": unanswered.pop(0), "content": text})
+            else:
+                call = _CALL.fullmatch(text)
+                name, arguments = (call.group(1), json.loads(call.group(2))) if call else (None, None)
+                if name not in schemas:
+                    raise SystemExit(f"{where}: write 'C: TOOL {{arguments}}' with a tool of tools.json")
+                problems = argument_problems(arguments, schemas[name])
+                for key in ("near", "station_id", "bike_id"):  # copied from what was said or looked up
+                    if key in arguments and arguments[key].casefold() not in said.casefold():
+                        problems.append(f"{key}={arguments[key]!r} appears nowhere earlier in the conversation")
+                if problems:
+                    raise SystemExit(f"{where}: " + "; ".join(problems))
+                call_id = f"call_{start:04d}{offset:02d}"
+                if messages[-1]["role"] != "assistant" or "tool_calls" not in messages[-1]:
+                    messages.append({"role": "assistant", "tool_calls": []})
+                messages[-1]["tool_calls"].append({"id": call_id, "type": "function", "function": {
+                    "name": name, "arguments": json.dumps(arguments, ensure_ascii=False)}})  # fmt: skip
+                unanswered.append(call_id)
+            said += "\n" + text
+        if messages[1]["role"] != "user" or messages[-1]["role"] != "assistant":
+            raise SystemExit(f"{path.name}:{start}: a conversation starts with the rider and ends with the assistant")
+        conversations.append(messages)
+    return conversations
+
+
+def build_tool_calls(out: Path) -> dict[str, int]:
+    tools = json.loads((HERE / "tool_calls" / "tools.json").read_text(encoding="utf-8"))
+    by_kind: dict[str, list[list[dict]]] = {}
+    for messages in tool_conversations(tools):
+        by_kind.setdefault(conversation_kind(messages), []).append(messages)
+    rng = random.Random(SEED)
+    train, test = [], []
+    for kind in sorted(by_kind):
+        group = by_kind[kind]
+        if len(group) % TOOL_TEST_SHARE:
+            raise SystemExit(f"{kind}: {len(group)} conversations; write a multiple of {TOOL_TEST_SHARE}")
+        rng.shuffle(group)
+        test += group[: len(group) // TOOL_TEST_SHARE]
+        train += group[len(group) // TOOL_TEST_SHARE :]
+    rng.shuffle(train)
+    rng.shuffle(test)
+    for split, rows in (("train", train), ("test", test)):
+        write_jsonl(out / f"{split}.jsonl", [{"messages": messages, "tools": tools} for messages in rows])
+    return {"train": len(train), "test": len(test)}
+
+
 BUILDERS: dict[str, Callable[[Path], dict[str, int]]] = {
     "recipes_real": build_recipes, "support_intents": build_intents, "bug_tickets": build_tickets,
+    "tool_calls": build_tool_calls,
 }
 
 

@@ -20,7 +20,8 @@ console = Console()
 COLUMNS = (
     ("exact", "exact"), ("contains", "contains"), ("json_valid", "json valid"), ("set_f1", "set-F1"),
     ("field_acc", "field acc"), ("valid_label", "valid label"), ("accuracy", "accuracy"), ("macro_f1", "macro-F1"),
-    ("chrf_corpus", "chrF"), ("bleu", "BLEU"),
+    ("tool_name", "tool name"), ("tool_args", "tool args"), ("tool_json", "tool JSON"), ("chrf_corpus", "chrF"),
+    ("bleu", "BLEU"),
 )
 
 

@@ -18,6 +18,8 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ftlab.data import tools
+
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 DataKind = Literal["chat", "preference"]
 T = TypeVar("T")
@@ -82,7 +84,7 @@ class Message(BaseModel):
     weight: Literal[0, 1] | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
-    function_call: dict[str, Any] | None = None
+    function_call: FunctionCall | None = None  # the legacy spelling of one tool call
     refusal: str | None = None
 
     @model_validator(mode="after")
@@ -97,18 +99,11 @@ class Message(BaseModel):
 
     @property
     def text(self) -> str:
-        """The content as plain text (content parts joined; tool calls rendered as JSON)."""
-        if isinstance(self.content, list):
-            text = "".join(str(part.get("text", "")) for part in self.content)
-        else:
-            text = self.content or ""
-        if self.tool_calls:
-            calls = [
-                json.dumps({"name": c.function.name, "arguments": c.function.arguments}, ensure_ascii=False)
-                for c in self.tool_calls
-            ]
-            text = (text + "\n" if text else "") + "\n".join(f"<tool_call>{c}</tool_call>" for c in calls)
-        return text
+        """The content as plain text (content parts joined), followed by any tool calls as ftlab writes them
+        (`ftlab.data.tools`)."""
+        if self.role != "assistant":
+            return tools.content_text(self.content)
+        return tools.render([self.model_dump(exclude_none=True)])[0]["content"]
 
     @property
     def trained(self) -> bool:
@@ -152,6 +147,9 @@ class ChatExample(BaseModel):
     def to_openai(self) -> dict[str, Any]:
         return self.model_dump(exclude_unset=True, exclude={"line"})
 
+    def tool_definitions(self) -> list[dict[str, Any]]:
+        """The tools the conversation may call (`tools`, with the legacy `functions` folded in)."""
+        return tools.definitions(self.tools, self.functions)
 
 class PreferenceInput(BaseModel):
     """The prompt of a preference example: the conversation so far and the tools it may call."""
@@ -195,18 +193,18 @@ class PreferenceExample(BaseModel):
         return self.model_dump(exclude_unset=True, exclude={"line"})
 
 
-def template_messages(messages: list[Message] | list[dict[str, Any]]) -> list[dict[str, str]]:
-    """Messages as the plain {role, content} dicts every chat template understands.
+def message_dicts(messages: list[Message] | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Messages as OpenAI's message dicts (tool calls and tool-call ids kept; ftlab's `weight` left out), what
+    `ChatBackend.generate` and `ftlab.data.tools.apply_template` take."""
+    return [m.model_dump(exclude_none=True, exclude={"weight"}) if isinstance(m, Message) else m for m in messages]
 
-    Content parts are joined and tool calls rendered as JSON text, so templates that know nothing of tools
-    still see (and train on) the whole conversation.
-    """
-    out = []
-    for message in messages:
-        if isinstance(message, dict):
-            message = Message.model_validate(message)
-        out.append({"role": message.role, "content": message.text})
-    return out
+
+def template_messages(
+    messages: list[Message] | list[dict[str, Any]], tool_definitions: list[dict[str, Any]] | None = None
+) -> list[dict[str, str]]:
+    """Messages as the plain {role, content} dicts every chat template understands, tools and tool calls written
+    in ftlab's format (`ftlab.data.tools.render`)."""
+    return tools.render(message_dicts(messages), tool_definitions)
 
 
 _TYPE_TAGS = ("str", "list", "literal", "int", "function-")  # pydantic's names of union branches in a location

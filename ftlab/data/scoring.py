@@ -1,4 +1,5 @@
-"""Scoring one reply against its reference: exact, contains, JSON validity, set-F1, field accuracy, chrF, valid label.
+"""Scoring one reply against its reference: exact, contains, JSON validity, set-F1, field accuracy, chrF, valid label,
+tool calls.
 
 Pure functions of two strings (and a label set), with no model and no test run behind them, so both `ftlab eval`
 (`ftlab.evaluate.metrics` sums them up over a test set) and the training recipe (which picks a checkpoint by one
@@ -14,6 +15,7 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from ftlab.config import TASK_METRICS
+from ftlab.data.tools import parse
 
 MISSING = object()  # what `parse_json` returns for text that is not JSON (JSON's own null is None)
 
@@ -117,6 +119,30 @@ PER_EXAMPLE = {
 }
 
 
+def _calls(reply) -> list[tuple[str, Any]]:
+    return sorted(((c["function"]["name"], json.loads(c["function"]["arguments"])) for c in reply.tool_calls),
+                  key=lambda call: json.dumps(call, sort_keys=True))  # fmt: skip
+
+
+def tool_call_scores(output: str, reference: str) -> dict[str, float | None]:
+    """Tool calls of the output against the reference's (both read with `ftlab.data.tools.parse`):
+
+    - `tool_name`: the output calls the same functions (as many times each); with a reference that calls
+      nothing, 1 when the output calls nothing either;
+    - `tool_args`: the output makes exactly the reference's calls, arguments equal as JSON (None when the
+      reference calls nothing);
+    - `tool_json`: the share of the output's `<tool_call>` blocks that are a call with a JSON-object of arguments
+      (None when it writes none)."""
+    out, ref = parse(output), parse(reference)
+    out_calls, ref_calls = _calls(out), _calls(ref)
+    blocks = len(out.tool_calls) + len(out.invalid)
+    return {
+        "tool_name": float(sorted(n for n, _ in out_calls) == sorted(n for n, _ in ref_calls)),
+        "tool_args": float(out_calls == ref_calls) if ref_calls else None,
+        "tool_json": len(out.tool_calls) / blocks if blocks else None,
+    }
+
+
 def score_example(output: str, reference: str, metrics: Sequence[str], labels: Collection[str] | None = None):
     """Per-example scores for the chosen metrics (None where a metric does not apply to this example); the
     metric `label` gives `valid_label` (the output is one of `labels`) and `label_acc`."""
@@ -124,6 +150,8 @@ def score_example(output: str, reference: str, metrics: Sequence[str], labels: C
     for name in metrics:
         if name in PER_EXAMPLE:
             scores[name] = PER_EXAMPLE[name](output, reference)
+        elif name == "tool_calls":
+            scores.update(tool_call_scores(output, reference))
         elif name == "label":
             scores["valid_label"] = float(output.strip() in labels) if labels is not None else None
             scores["label_acc"] = float(output.strip() == reference.strip())

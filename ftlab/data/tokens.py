@@ -22,7 +22,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
-from ftlab.data.schema import ChatExample, Message, PreferenceExample, template_messages
+from ftlab.data.schema import ChatExample, Message, PreferenceExample, message_dicts
+from ftlab.data.tools import apply_template
 
 # From tiktoken_ext/openai_public.py (tiktoken 0.14): the sha256 of each rank file, its split pattern and
 # its special tokens.
@@ -177,10 +178,9 @@ class ChatTemplateCounter:
         self.tokenizer = load_tokenizer(model)
         self.description = f"{model} tokenizer + chat template"
 
-    def _render(self, messages: list[Message], generation_prompt: bool = False) -> str:
-        return self.tokenizer.apply_chat_template(
-            template_messages(messages), tokenize=False, add_generation_prompt=generation_prompt
-        )
+    def _render(self, example: ChatExample, upto: int | None = None, generation_prompt: bool = False) -> str:
+        messages = message_dicts(example.messages[:upto])
+        return apply_template(self.tokenizer, messages, example.tool_definitions(), generation_prompt=generation_prompt)
 
     def _lengths(self, texts: list[str]) -> list[int]:
         if not texts:
@@ -188,7 +188,7 @@ class ChatTemplateCounter:
         return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
     def count(self, examples: list[ChatExample], detail: bool = True) -> list[ExampleTokens]:
-        totals = self._lengths([self._render(example.messages) for example in examples])
+        totals = self._lengths([self._render(example) for example in examples])
         if not detail:
             return [ExampleTokens(total=total) for total in totals]
         contents = self._lengths([m.text for example in examples for m in example.messages])
@@ -205,7 +205,7 @@ class ChatTemplateCounter:
         return out
 
     def count_prompt(self, example: ChatExample) -> int:
-        return self._lengths([self._render(example.messages[: _first_trained(example)], generation_prompt=True)])[0]
+        return self._lengths([self._render(example, _first_trained(example), generation_prompt=True)])[0]
 
 
 @dataclass

@@ -13,6 +13,7 @@ trainer uses, so the wording is the same in both places.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from array import array
 from collections import Counter
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 
 from ftlab.config import BUNDLED_MODEL, TrainConfig
 from ftlab.data.estimate import COOKBOOK_MAX_TOKENS_PER_EXAMPLE, openai_model
@@ -47,6 +49,7 @@ from ftlab.data.schema import (
     parse_preference,
 )
 from ftlab.data.tokens import OpenAICounter, TokenCounter, count_pairs, token_counter
+from ftlab.data.tools import Tool
 
 MIN_EXAMPLES = 10  # OpenAI rejects smaller training files
 MAX_FINDINGS_PER_CHECK = 200
@@ -107,6 +110,11 @@ CHECKS: dict[str, Check] = {check.id: check for check in (
           "use the system prompt you will deploy with, the same in every example"),
     Check("weight", "info", "assistant messages with weight 0 (kept as context, not trained)", None),
     Check("tools", "info", "examples with tool calls or tool messages (valid)", None),
+    Check("tool_calls", "error; warning for a call without tool definitions or a result that answers no call",
+          "tool definitions that are not OpenAI function tools, calls whose arguments are not a JSON object or whose "
+          "function is not defined, calls in an example without `tools`, tool results whose `tool_call_id` names "
+          "no earlier call",
+          "give each example the `tools` it may call (OpenAI's shape) and each call JSON-object arguments"),
     Check("labels", "warning / info",
           "with `--labels` / `--infer-labels`: share inside the set, outside replies grouped as emoji / "
           "`:shortcode:` / another spelling / unknown label / free text, rare labels",
@@ -349,6 +357,46 @@ def _is_empty(message: Message) -> bool:
     return not message.text.strip()
 
 
+def _check_tools(example: ChatExample, findings: _Findings) -> None:
+    """Tool definitions, tool calls and tool results fit together, as training and serving render them."""
+    number = example.line
+    for index, tool in enumerate(example.tools or []):
+        try:
+            Tool.model_validate(tool)
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(str(part) for part in problem["loc"])
+            findings.add("error", "tool_calls", f"tools[{index}] is not an OpenAI function tool: {where}: "
+                         f"{problem['msg']}", [number], field=f"tools[{index}]")  # fmt: skip
+    names = {t["function"].get("name") for t in example.tool_definitions() if isinstance(t.get("function"), dict)}
+    call_ids: set[str] = set()
+    for index, message in enumerate(example.messages):
+        for number_in_message, call in enumerate(message.tool_calls or []):
+            field = f"tool_calls[{number_in_message}].function"
+            call_ids.add(call.id)
+            try:
+                arguments = json.loads(call.function.arguments)
+            except json.JSONDecodeError:
+                arguments = None
+            if not isinstance(arguments, dict):
+                findings.add("error", "tool_calls", "the call's arguments are not a JSON object", [number],
+                             message_index=index, field=f"{field}.arguments")  # fmt: skip
+            if not example.tool_definitions():
+                findings.add("warning", "tool_calls", f"the example calls '{call.function.name}' but defines no "
+                             "tools: the model would learn to call a function it is never shown", [number],
+                             message_index=index, field=f"{field}.name", fix="add the example's `tools`")  # fmt: skip
+            elif names and call.function.name not in names:
+                findings.add("error", "tool_calls", f"the call names '{call.function.name}', which is not among "
+                             f"the example's tools ({', '.join(sorted(names))})", [number], message_index=index,
+                             field=f"{field}.name")  # fmt: skip
+        if message.role == "tool" and message.tool_call_id not in call_ids:
+            findings.add("warning", "tool_calls", f"the tool result answers '{message.tool_call_id}', which no "
+                         "earlier call has as its id", [number], message_index=index, field="tool_call_id",
+                         fix="set `tool_call_id` to the id of the call this result answers")  # fmt: skip
+
+
+
+
 def _check_preference(pair: PreferenceExample, findings: _Findings) -> None:
     """The checks of one parsed preference pair on its own."""
     for index, message in enumerate(pair.input.messages):
@@ -371,6 +419,7 @@ def _check_example(example: ChatExample | PreferenceExample, findings: _Findings
         _check_preference(example, findings)
         return
     number = example.line
+    _check_tools(example, findings)
     for index, message in enumerate(example.messages):
         if message.role == "user" and _is_empty(message):
             findings.add("error", "empty_user", "the user message is empty", [number], message_index=index,

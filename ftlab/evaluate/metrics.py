@@ -1,9 +1,10 @@
 """Metrics that compare a model's outputs with reference answers.
 
-Two kinds: per-example scores (exact, contains, json_valid, set_f1, field_acc, valid_label, label_acc, chrf) —
-kept for every example so two models can be compared pairwise; they live in `ftlab.data.scoring`, which the
-training recipe scores its validation replies with too — and corpus-level summaries (BLEU, macro-F1, per-label
-precision/recall, confusion pairs, length statistics) computed once over the whole test set.
+Two kinds: per-example scores (exact, contains, json_valid, set_f1, field_acc, valid_label, label_acc, chrf, and
+for tool calls tool_name, tool_args, tool_json) — kept for every example so two models can be compared pairwise;
+they live in `ftlab.data.scoring`, which the training recipe scores its validation replies with too — and
+corpus-level summaries (BLEU, macro-F1, per-label precision/recall, confusion pairs, length statistics) computed
+once over the whole test set.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from ftlab.data.scoring import parse_json
+from ftlab.data.tools import parse
 
-METRIC_NAMES = ("exact", "contains", "json_valid", "set_f1", "field_acc", "label", "chrf", "bleu", "length")
+METRIC_NAMES = ("exact", "contains", "json_valid", "set_f1", "field_acc", "label", "tool_calls", "chrf", "bleu",
+                "length")
 METRIC_HELP = {
     "exact": "output equals the reference (surrounding whitespace ignored)",
     "contains": "the reference appears in the output (case/space normalised): short facts inside a sentence",
@@ -24,6 +27,8 @@ METRIC_HELP = {
     "set_f1": "F1 between output and reference parsed as JSON lists of strings (case/space normalised)",
     "field_acc": "share of the reference JSON object's fields whose value the output reproduces",
     "label": "classification: valid-label rate, accuracy, macro-F1, per-label precision/recall, confusions",
+    "tool_calls": "function calling: the right tools called (tool_name), with the reference's arguments exactly "
+    "(tool_args), arguments that are a JSON object (tool_json)",
     "chrf": "character n-gram F-score (sacrebleu chrF), per example and corpus",
     "bleu": "corpus BLEU (sacrebleu; character tokenisation when the references are Japanese/Chinese)",
     "length": "output length statistics (characters, tokens) next to the references'",
@@ -43,11 +48,14 @@ def parse_metrics(spec: str | None) -> list[str] | None:
 
 
 def auto_metrics(references: Sequence[str], labels: Sequence[str] | None = None) -> list[str]:
-    """Sensible metrics for a test set: JSON metrics when the references are JSON, label metrics when a
-    label set is given, chrF/BLEU for free text; always exact match and length."""
+    """Sensible metrics for a test set: tool-call metrics when a reference calls a tool, JSON metrics when the
+    references are JSON, label metrics when a label set is given, chrF/BLEU for free text; always exact match
+    and length."""
     parsed = [parse_json(ref) for ref in references]
     chosen = ["exact"]
-    if labels:
+    if any(parse(ref).tool_calls for ref in references):
+        chosen.append("tool_calls")
+    elif labels:
         chosen.append("label")
     elif all(isinstance(p, list) for p in parsed):
         chosen += ["json_valid", "set_f1"]

@@ -21,7 +21,8 @@ PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#D
 # Summary keys plotted and tabulated, with their titles.
 SUMMARY_KEYS = (("exact", "exact"), ("contains", "contains"), ("json_valid", "JSON valid"), ("set_f1", "set-F1"),
                 ("field_acc", "field acc"), ("valid_label", "valid label"), ("accuracy", "accuracy"),
-                ("macro_f1", "macro-F1"), ("chrf_corpus", "chrF"))
+                ("macro_f1", "macro-F1"), ("tool_name", "tool name"), ("tool_args", "tool args"),
+                ("tool_json", "tool JSON"), ("chrf_corpus", "chrF"))
 
 
 def pyplot():

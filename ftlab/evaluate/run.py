@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ftlab.data.schema import ChatExample, read_test_examples, template_messages
+from ftlab.data.schema import ChatExample, message_dicts, read_test_examples
 from ftlab.data.scoring import score_example
 from ftlab.evaluate.compare import compare_scores
 from ftlab.evaluate.metrics import aggregate, auto_metrics
@@ -24,7 +24,8 @@ from ftlab.infer.refs import ModelRef
 
 DECODE_MODES = ("free", "constrained", "rank")
 # Per-example scores, in the order a summary table shows them; the first present one is the headline metric.
-HEADLINE_ORDER = ("set_f1", "field_acc", "label_acc", "contains", "chrf", "json_valid", "valid_label", "exact")
+HEADLINE_ORDER = ("tool_args", "tool_name", "set_f1", "field_acc", "label_acc", "contains", "chrf", "json_valid",
+                  "valid_label", "exact")
 
 
 @dataclass
@@ -110,9 +111,10 @@ class EvalResult:
 
 
 def generate_outputs(model: ChatBackend, conversations: list[list[dict[str, Any]]], references: Sequence[str],
-                     options: EvalOptions) -> list[dict[str, Any]]:
+                     options: EvalOptions, tools: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """What `model` answers to each conversation under the chosen decoding: a dict per example with `output`
-    (and `raw_output` when the nearest-label fallback replaced it), token counts and finish reason."""
+    (and `raw_output` when the nearest-label fallback replaced it), token counts and finish reason. `tools`: the
+    functions every conversation may call (their calls are part of the output's text)."""
     if options.decode == "rank":
         if not model.local:
             raise ValueError("--decode rank needs a local model (it reads the model's logits); with an endpoint "
@@ -130,6 +132,7 @@ def generate_outputs(model: ChatBackend, conversations: list[list[dict[str, Any]
         max_new_tokens=options.max_new_tokens or default_max_new_tokens(model, references),
         labels=options.labels if options.decode == "constrained" else None,
         json_schema=options.json_schema,
+        tools=tools,
     )
     rows = [{"output": c.text, "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
              "finish_reason": c.finish_reason} for c in completions]
@@ -159,9 +162,17 @@ def evaluate_model(spec: ModelRef, examples: Sequence[ChatExample], metrics: Seq
     model = model if model is not None else open_backend(spec, batch_size=options.batch_size)
     loaded = time.perf_counter()
     if conversations is None:
-        conversations = [template_messages(example.prompt_messages()) for example in examples]
+        conversations = [message_dicts(example.prompt_messages()) for example in examples]
     references = [example.reference() for example in examples]
-    rows = generate_outputs(model, conversations, references, options)
+    rows: list[dict[str, Any]] = [{} for _ in examples]
+    by_tools: dict[str, list[int]] = {}  # one `generate` call per set of tool definitions (usually one)
+    for index, example in enumerate(examples):
+        by_tools.setdefault(json.dumps(example.tool_definitions()), []).append(index)
+    for indices in by_tools.values():
+        outputs = generate_outputs(model, [conversations[i] for i in indices], [references[i] for i in indices],
+                                   options, examples[indices[0]].tool_definitions() or None)  # fmt: skip
+        for index, row in zip(indices, outputs, strict=True):
+            rows[index] = row
     generated = time.perf_counter()
     labels = set(options.labels) if options.labels else None
     records = []

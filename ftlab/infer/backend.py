@@ -43,9 +43,12 @@ class ChatBackend(Protocol):
         seed: int | None = None,
         labels: list[str] | None = None,
         json_schema: dict[str, Any] | None = None,
+        tools: list[dict[str, Any]] | None = None,
     ) -> list[Completion]:
         """One completion per conversation, in the input order (greedy unless temperature > 0). `labels`: the
-        reply is exactly one of them; `json_schema`: the reply is JSON valid under it."""
+        reply is exactly one of them; `json_schema`: the reply is JSON valid under it; `tools`: the functions
+        the model may call (OpenAI's `tools`), its calls written in the reply's text as ftlab writes them
+        (`ftlab.data.tools`), so a local and a remote reply read alike."""
         ...
 
 

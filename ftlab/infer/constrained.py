@@ -7,6 +7,8 @@
 - `rank_labels`: the log-likelihood of every label (with its end-of-turn token) given the prompt; the best wins.
 - `nearest_labels`: map free-form outputs to the closest label by embedding cosine (bundled MiniLM).
 - `json_schema_constraint`: generation constrained to a JSON schema, through xgrammar's grammar engine.
+- `tool_call_constraint`: tool calls in ftlab's `<tool_call>` blocks (`ftlab.data.tools`) held to their JSON schema,
+  through xgrammar's structural tags: required calls and nothing else, or free text whose calls are all valid.
 
 A constraint is built once per request (the trie or the compiled grammar) and is stateless; its
 `generate_kwargs(prompt_width)` gives the arguments of ONE `generate` call (one batch), so per-row state lives
@@ -286,4 +288,34 @@ def json_schema_constraint(tokenizer, schema: dict | str, vocab_size: int | None
         grammar = compiler.compile_json_schema(text, any_whitespace=False)
     except RuntimeError as exc:
         raise ValueError(f"the JSON schema cannot be compiled: {exc}") from None
+    return JsonSchemaConstraint(grammar)
+
+
+def tool_call_constraint(tokenizer, schema: dict, *, required: bool, parallel: bool = True,
+                         vocab_size: int | None = None) -> JsonSchemaConstraint:  # fmt: skip
+    """Tool calls written as ftlab writes them (`ftlab.data.tools`), each valid under `schema` (`call_schema`).
+
+    `required`: the reply is calls and nothing else (at least one; exactly one without `parallel`); otherwise the
+    model writes freely and every `<tool_call>` block it opens is held to the schema. The JSON is spaced as
+    `json.dumps` spaces it, which is how ftlab renders calls for training. Raises ValueError for a schema xgrammar
+    cannot compile."""
+    import json
+
+    from ftlab.data.tools import CALL_CLOSE, CALL_OPEN
+
+    compiler = _grammar_compiler(tokenizer, vocab_size or len(tokenizer))  # first: it explains a missing xgrammar
+    import xgrammar as xgr
+    from xgrammar import structural_tag as st
+
+    try:
+        call = xgr.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False, separators=(", ", ": "))
+        tag = st.TagFormat(begin=CALL_OPEN, content=st.GrammarFormat(grammar=str(call)), end=CALL_CLOSE)
+        one = not parallel
+        if required:
+            calls = st.TagsWithSeparatorFormat(tags=[tag], separator="\n", at_least_one=True, stop_after_first=one)
+        else:
+            calls = st.TriggeredTagsFormat(triggers=[CALL_OPEN.strip()], tags=[tag], stop_after_first=one)
+        grammar = compiler.compile_structural_tag(st.StructuralTag(format=calls))
+    except RuntimeError as exc:
+        raise ValueError(f"the tools' JSON schemas cannot be compiled: {exc}") from None
     return JsonSchemaConstraint(grammar)

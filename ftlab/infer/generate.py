@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import GenerationConfig, StoppingCriteria, TextIteratorStreamer
 
-from ftlab.data.schema import template_messages
+from ftlab.data.tools import apply_template
 from ftlab.infer.backend import Completion
 from ftlab.infer.refs import ModelRef
 from ftlab.models import Precision, best_precision, cpu_has_bf16, default_device, load_model, load_tokenizer
@@ -96,12 +96,10 @@ class ChatModel:
         chat.device, chat.name, chat.batch_size, chat.model, chat.tokenizer = device, name, batch_size, model, tokenizer
         return chat
 
-    def prompt_ids(self, messages: list[dict[str, Any]]) -> list[int]:
-        """Token ids of a conversation rendered by the chat template, ending with the assistant prompt."""
-        ids = self.tokenizer.apply_chat_template(
-            template_messages(messages), add_generation_prompt=True, tokenize=True, return_dict=False
-        )
-        return list(ids)
+    def prompt_ids(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> list[int]:
+        """Token ids of a conversation (and the tools it may call) rendered by the chat template, as training
+        renders them (`ftlab.data.tools.apply_template`), ending with the assistant prompt."""
+        return apply_template(self.tokenizer, messages, tools, generation_prompt=True, tokenize=True)
 
     @torch.inference_mode()
     def rank_labels(self, messages: list[dict[str, Any]], labels: Sequence[str]) -> torch.Tensor:
@@ -148,14 +146,17 @@ class ChatModel:
         seed: int | None = None,
         labels: list[str] | None = None,
         json_schema: dict[str, Any] | None = None,
+        tools: list[dict[str, Any]] | None = None,
         constraint: Constraint | None = None,
         batch_size: int | None = None,
     ) -> list[Completion]:
         """One completion per conversation (greedy unless temperature > 0), in the input order.
 
         `labels` / `json_schema` hold the reply to one label / to JSON valid under the schema; a caller that built
-        a `constraint` of its own (from `ftlab.infer.constrained`) passes it instead. Conversations are batched by
-        prompt length (`batch_size`, default the model's) so little work goes to padding.
+        a `constraint` of its own (from `ftlab.infer.constrained`) passes it instead. `tools`: the tool
+        definitions every conversation may call (the replies' `<tool_call>` blocks are read with
+        `ftlab.data.tools.parse`). Conversations are batched by prompt length (`batch_size`, default the
+        model's) so little work goes to padding.
         """
         if labels or json_schema is not None:
             constraint = self.constraint(labels, json_schema)
@@ -166,7 +167,7 @@ class ChatModel:
         batch_size = batch_size or self.batch_size
         if seed is not None:
             torch.manual_seed(seed)
-        prompts = [self.prompt_ids(conversation) for conversation in conversations]
+        prompts = [self.prompt_ids(conversation, tools) for conversation in conversations]
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         config = self._generation_config(max_new_tokens, temperature, top_p)
         results: list[Completion | None] = [None] * len(prompts)
@@ -220,12 +221,13 @@ class ChatModel:
         top_p: float = 1.0,
         stop: list[str] | None = None,
         seed: int | None = None,
+        tools: list[dict[str, Any]] | None = None,
         constraint: Constraint | None = None,
     ) -> Iterator[str]:
         """Text deltas of one reply as they are generated (for server-sent events)."""
         if seed is not None:
             torch.manual_seed(seed)
-        prompt = self.prompt_ids(messages)
+        prompt = self.prompt_ids(messages, tools)
         config = self._generation_config(max_new_tokens, temperature, top_p)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         inputs = torch.tensor([prompt], device=self.device)

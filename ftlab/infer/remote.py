@@ -8,6 +8,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from ftlab.data.tools import assistant_text
 from ftlab.infer.backend import Completion
 
 
@@ -48,8 +49,9 @@ class RemoteChatModel:
         except openai.APIConnectionError as exc:
             raise EndpointError(f"cannot reach {self.base_url} (model {self.model}): {exc}") from None
         choice, usage = response.choices[0], response.usage
+        calls = [call.model_dump() for call in choice.message.tool_calls or []]
         return Completion(
-            text=choice.message.content or "",
+            text=assistant_text(choice.message.content or "", calls),
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
             finish_reason=choice.finish_reason or "stop",
@@ -66,9 +68,11 @@ class RemoteChatModel:
         seed: int | None = None,
         labels: list[str] | None = None,
         json_schema: dict[str, Any] | None = None,
+        tools: list[dict[str, Any]] | None = None,
     ) -> list[Completion]:
         """One completion per conversation, requested `concurrency` at a time, in the input order. `labels` is
-        sent as ftlab serve's label-set extension, `json_schema` as OpenAI's `response_format`."""
+        sent as ftlab serve's label-set extension, `json_schema` as OpenAI's `response_format`; the reply's
+        `tool_calls` are written into its text as ftlab writes them."""
         options: dict[str, Any] = {"max_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
         if stop:
             options["stop"] = stop
@@ -79,5 +83,7 @@ class RemoteChatModel:
                 "name": "output", "schema": json_schema, "strict": True}}  # fmt: skip
         if labels:
             options["extra_body"] = {"labels": list(labels)}
+        if tools:
+            options["tools"] = tools
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             return list(pool.map(lambda messages: self._complete(messages, options), conversations))

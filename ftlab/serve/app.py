@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
+import secrets
 import threading
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -311,6 +313,32 @@ def clean_leftovers() -> None:
             log.warning("removed the half-written checkpoint %s", path)
 
 
+class RequestId:
+    """ASGI middleware: every response carries `x-request-id` (clients log it), the client's own id echoed when it
+    sent a sensible one, else a fresh `req_…`. The id is also in `request.state.request_id`, so the handler of
+    unexpected errors, which answers outside the middleware, can set it too."""
+
+    SENT = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        sent = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = sent if self.SENT.fullmatch(sent) else "req_" + secrets.token_hex(16)
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", []) if h[0].lower() != b"x-request-id"]
+                message = {**message, "headers": [*headers, (b"x-request-id", request_id.encode())]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The ASGI app. At start the database is migrated, leftovers are cleaned and orphaned jobs recovered."""
     settings = settings or settings_from_env()
@@ -337,6 +365,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.chat = None  # created with the first completion, so a server that only trains never loads torch
     install_handlers(app)
+    app.add_middleware(RequestId)
 
     @app.get("/health", include_in_schema=False)
     def health() -> dict:

@@ -14,6 +14,10 @@ Loaded base models are kept in a small LRU (`max_loaded`); fine-tuned adapters a
 Outputs can be constrained: `response_format` `json_schema` / `json_object` (OpenAI's structured outputs,
 through `ftlab.infer.constrained`'s grammar processor) and ftlab's extension `labels: [...]`, which makes the
 reply exactly one of the given labels (a label-trie logits processor).
+
+Tools (`tools`, `tool_choice`, `parallel_tool_calls`, the legacy `functions`/`function_call`) are rendered into
+the prompt as training renders them and read back from the reply by `ftlab.data.tools`; their calls are held to
+the tools' JSON schemas by a grammar (a required or named call is forced), and streamed as OpenAI streams them.
 """
 
 from __future__ import annotations
@@ -34,12 +38,14 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.completion_usage import CompletionUsage
 
+from ftlab.data.tools import ToolRequestError, ToolUse, apply_template, content_text, tool_use
 from ftlab.infer.refs import ModelRef
 from ftlab.serve.catalog import model_not_found
 from ftlab.serve.errors import APIError, bad_request
 from ftlab.serve.schemas import ChatCompletionCreate
 
 if TYPE_CHECKING:
+    from ftlab.infer.backend import Completion
     from ftlab.infer.batching import Event, Job, Scheduler, SharedBase
 
 DEFAULT_MAX_TOKENS = 256
@@ -48,7 +54,16 @@ DISCONNECT_POLL_S = 0.5  # how often a plain (non-streamed) request checks that 
 
 
 def _messages(body: ChatCompletionCreate) -> list[dict]:
-    return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
+    """The conversation as OpenAI's message dicts: tool calls and tool results kept for the chat template."""
+    return [m.model_dump(exclude_none=True) for m in body.messages]
+
+
+def _tools(body: ChatCompletionCreate) -> ToolUse | None:
+    """The tools the request offers and how they may be called (None without tools)."""
+    try:
+        return tool_use(body.tools, body.tool_choice, body.functions, body.function_call, body.parallel_tool_calls)
+    except ToolRequestError as exc:
+        raise bad_request(str(exc), param=exc.param) from None
 
 
 def _schema(body: ChatCompletionCreate) -> dict | None:
@@ -84,6 +99,12 @@ def check_request(body: ChatCompletionCreate) -> None:
         if not body.labels or not all(label.strip() for label in body.labels):
             raise bad_request("'labels' must be a non-empty list of non-empty strings", param="labels")
     _schema(body)
+    tools = _tools(body)
+    if tools is not None and tools.calls:
+        other = "labels" if body.labels else "response_format" if _schema(body) is not None else None
+        if other:
+            raise bad_request(f"this server cannot hold a reply to both '{other}' and tool calls: send one of "
+                              f"them, or tool_choice 'none'", param=other)  # fmt: skip
     max_tokens, param = _requested_tokens(body)
     if max_tokens is not None and max_tokens > MAX_TOKENS_LIMIT:
         raise bad_request(f"{param} is {max_tokens}; this server allows at most {MAX_TOKENS_LIMIT}", param=param)
@@ -117,18 +138,31 @@ class Vocabulary:
         longest = max(len(token) for token in tokenizer.get_vocab())  # raw spelling: never shorter than its text
         return cls(tokenizer, int(context), config.vocab_size, max(1, longest))
 
-    def prompt_ids(self, messages: list[dict]) -> list[int]:
-        """The prompt's token ids; an obviously too long prompt is refused before it is tokenised."""
-        from ftlab.data.schema import template_messages
-
-        characters = sum(len(m["content"]) for m in messages)
+    def prompt_ids(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
+        """The prompt's token ids (the tools rendered as training renders them); an obviously too long prompt is
+        refused before it is tokenised."""
+        characters = sum(len(content_text(m.get("content"))) for m in messages)
+        characters += len(json.dumps(tools, ensure_ascii=False)) if tools else 0
         if characters / self.longest_token > self.context:
             raise context_exceeded(f"This model's maximum context length is {self.context} tokens; the messages "
                                    f"({characters} characters) are longer than that.")  # fmt: skip
-        ids = self.tokenizer.apply_chat_template(
-            template_messages(messages), add_generation_prompt=True, tokenize=True, return_dict=False
-        )
-        return list(ids)
+        return apply_template(self.tokenizer, messages, tools, generation_prompt=True, tokenize=True)
+
+
+def _choice(index: int, completion: Completion, tools: ToolUse | None) -> dict[str, Any]:
+    """One choice of a completion: the reply's text, and its tool calls when the request offered tools."""
+    message: dict[str, Any] = {"role": "assistant", "content": completion.text}
+    finish_reason = completion.finish_reason
+    reply = tools.reply(completion.text) if tools else None
+    if reply and reply.tool_calls:
+        message["content"] = reply.content
+        if tools.legacy:
+            message["function_call"] = reply.tool_calls[0]["function"]
+        else:
+            message["tool_calls"] = reply.tool_calls
+        if finish_reason == "stop":
+            finish_reason = "function_call" if tools.legacy else "tool_calls"
+    return {"index": index, "message": message, "finish_reason": finish_reason, "logprobs": None}
 
 
 class ChatEngine:
@@ -169,16 +203,21 @@ class ChatEngine:
                     cache.popitem(last=False)
             return value
 
-    def _prepare(self, served: ModelRef, body: ChatCompletionCreate) -> Job:
+    def _prepare(self, served: ModelRef, body: ChatCompletionCreate, tools: ToolUse | None) -> Job:
         """Everything that can fail with a 4xx, in order of cost; the model loads only for a valid request."""
         from ftlab.infer.batching import Job, SharedBase, mixable
-        from ftlab.infer.constrained import json_schema_constraint, label_constraint, max_label_tokens
+        from ftlab.infer.constrained import (
+            json_schema_constraint,
+            label_constraint,
+            max_label_tokens,
+            tool_call_constraint,
+        )
 
         key = (served.model, served.revision)
         if served.adapter is not None and not (served.adapter / "adapter_config.json").is_file():
             raise model_not_found(body.model, f"its adapter folder {served.adapter} is gone")
         vocabulary = self._cached(self._vocabularies, key, lambda: Vocabulary.load(served), 8)
-        prompt = vocabulary.prompt_ids(_messages(body))
+        prompt = vocabulary.prompt_ids(_messages(body), tools.tools if tools else None)
         room = vocabulary.context - len(prompt)
         max_tokens, param = _requested_tokens(body)
         if room <= 0 or (max_tokens is not None and max_tokens > room):
@@ -189,7 +228,17 @@ class ChatEngine:
         max_new_tokens = max_tokens or min(DEFAULT_MAX_TOKENS, room)
         constraint, schema = None, _schema(body)
         tokenizer = vocabulary.tokenizer
-        if body.labels:
+        if tools is not None and tools.calls:
+            try:
+                constraint = tool_call_constraint(tokenizer, tools.schema(), required=tools.forced,
+                                                  parallel=tools.parallel, vocab_size=vocabulary.vocab_size)
+            except ValueError as exc:
+                raise bad_request(str(exc), param="functions" if tools.legacy else "tools") from None
+            except ImportError as exc:  # without xgrammar the model still calls tools; it cannot be made to
+                if tools.forced:
+                    param = "function_call" if tools.legacy else "tool_choice"
+                    raise APIError(501, str(exc), param=param, code="unsupported") from None
+        elif body.labels:
             constraint = label_constraint(tokenizer, body.labels)
             max_new_tokens = min(max_label_tokens(tokenizer, body.labels), room)
         elif schema is not None:
@@ -220,10 +269,10 @@ class ChatEngine:
         """The response to one request (already through `check_request`): JSON, or server-sent events."""
         from ftlab.infer.batching import Overloaded
 
-        loop = asyncio.get_running_loop()
+        loop, tools = asyncio.get_running_loop(), _tools(body)
         try:
             self.scheduler.check_capacity(body.n or 1)
-            job = await loop.run_in_executor(self._pool, self._prepare, served, body)
+            job = await loop.run_in_executor(self._pool, self._prepare, served, body, tools)
             events: asyncio.Queue[Event] = asyncio.Queue()
             job.on_event = lambda event: loop.call_soon_threadsafe(events.put_nowait, event)
             self.scheduler.submit(job)
@@ -231,10 +280,11 @@ class ChatEngine:
             raise APIError(429, f"This server is busy: {exc}. Retry after {exc.retry_after} s.",
                            code="rate_limit_exceeded", headers={"Retry-After": str(exc.retry_after)}) from None
         if body.stream:
-            return StreamingResponse(self._stream(job, events, body), media_type="text/event-stream")
-        return JSONResponse(await self._complete(job, events, body, request))
+            return StreamingResponse(self._stream(job, events, body, tools), media_type="text/event-stream")
+        return JSONResponse(await self._complete(job, events, body, tools, request))
 
-    async def _complete(self, job: Job, events: asyncio.Queue, body: ChatCompletionCreate, request: Request) -> dict:
+    async def _complete(self, job: Job, events: asyncio.Queue, body: ChatCompletionCreate, tools: ToolUse | None,
+                        request: Request) -> dict:  # fmt: skip
         results = [None] * job.n
         try:
             while any(r is None for r in results):
@@ -250,11 +300,7 @@ class ChatEngine:
                     results[event.index] = event.completion
         finally:
             job.cancel()  # a no-op once every row is done; stops the rows of a client that left
-        choices = [
-            {"index": i, "message": {"role": "assistant", "content": c.text},
-             "finish_reason": c.finish_reason, "logprobs": None}
-            for i, c in enumerate(results)
-        ]  # fmt: skip
+        choices = [_choice(i, c, tools) for i, c in enumerate(results)]
         completion_tokens = sum(c.completion_tokens for c in results)
         completion = ChatCompletion(
             id="chatcmpl-" + secrets.token_hex(12), object="chat.completion", created=int(time.time()),
@@ -264,8 +310,10 @@ class ChatEngine:
         )  # fmt: skip
         return completion.model_dump(mode="json", exclude_none=True)
 
-    async def _stream(self, job: Job, events: asyncio.Queue, body: ChatCompletionCreate) -> AsyncIterator[str]:
-        """`data: {chunk}` lines ending with `data: [DONE]`, as OpenAI streams them, choices interleaved by index.
+    async def _stream(self, job: Job, events: asyncio.Queue, body: ChatCompletionCreate,
+                      tools: ToolUse | None) -> AsyncIterator[str]:  # fmt: skip
+        """`data: {chunk}` lines ending with `data: [DONE]`, as OpenAI streams them, choices interleaved by index;
+        with tools, each choice's text goes through its own `StreamParser` (content and tool-call deltas).
 
         Starlette cancels this generator when the client disconnects; `finally` then stops the job's rows.
         """
@@ -277,6 +325,17 @@ class ChatEngine:
             return f"data: {payload.model_dump_json(exclude_none=True)}\n\n"  # fmt: skip
 
         usage = CompletionUsage(prompt_tokens=len(job.prompt), completion_tokens=0, total_tokens=0)
+        parsers = [tools.stream_parser() if tools else None for _ in range(job.n)]
+
+        def deltas(index: int, text: str | None) -> list[str]:
+            """The chunks one piece of a choice's text makes (None: the choice has ended)."""
+            parser = parsers[index]
+            if parser is None:
+                pieces = [{"content": text}] if text else []
+            else:
+                pieces = parser.finish() if text is None else parser.feed(text)
+            return [chunk([{"index": index, "delta": piece}]) for piece in pieces]
+
         try:
             for index in range(job.n):
                 yield chunk([{"index": index, "delta": {"role": "assistant", "content": ""}}])
@@ -286,12 +345,17 @@ class ChatEngine:
                 if event.error:  # the status line is already sent: report the failure in the stream, then end it
                     yield f"data: {json.dumps(APIError(500, f'Generation failed: {event.error}').body())}\n\n"
                     break
-                if event.text:
-                    yield chunk([{"index": event.index, "delta": {"content": event.text}}])
+                for line in deltas(event.index, event.text) if event.text else []:
+                    yield line
                 if event.completion is not None:
                     finished += 1
                     usage.completion_tokens += event.completion.completion_tokens
-                    yield chunk([{"index": event.index, "delta": {}, "finish_reason": event.completion.finish_reason}])
+                    for line in deltas(event.index, None):
+                        yield line
+                    finish, parser = event.completion.finish_reason, parsers[event.index]
+                    if parser is not None and parser.called and finish == "stop":
+                        finish = "function_call" if tools.legacy else "tool_calls"
+                    yield chunk([{"index": event.index, "delta": {}, "finish_reason": finish}])
             else:
                 if body.stream_options and body.stream_options.include_usage:
                     usage.total_tokens = usage.prompt_tokens + usage.completion_tokens

@@ -114,4 +114,8 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error in %s %s", request.method, request.url.path)
-        return APIError(500, f"The server had an error while processing your request: {exc}").response()
+        response = APIError(500, f"The server had an error while processing your request: {exc}").response()
+        request_id = request.scope.get("state", {}).get("request_id")  # set by the app's RequestId middleware
+        if request_id:  # this handler answers outside the middlewares, so it sets the header itself
+            response.headers["x-request-id"] = request_id
+        return response

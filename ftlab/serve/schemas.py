@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from pydantic.fields import FieldInfo
 
 from ftlab.config import TrainConfig, upgrade_settings
+from ftlab.data.schema import FunctionCall, ToolCall
+from ftlab.data.tools import FunctionDefinition, Tool, content_text
 
 # TrainConfig fields a job sets from its own parameters (init_adapter from `model` when that is an ft: name: a
 # request never names a folder of the server's)
@@ -91,11 +93,12 @@ class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+    function_call: FunctionCall | None = None
 
     def text(self) -> str:
-        if isinstance(self.content, list):
-            return "".join(str(part.get("text", "")) for part in self.content if part.get("type", "text") == "text")
-        return self.content or ""
+        return content_text(self.content)
 
 
 class ChatCompletionCreate(BaseModel):
@@ -119,3 +122,8 @@ class ChatCompletionCreate(BaseModel):
     labels: list[str] | None = Field(
         None, description="ftlab extension: constrain the reply to exactly one of these labels"
     )
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    functions: list[FunctionDefinition] | None = None  # the legacy spelling of tools
+    function_call: Literal["none", "auto"] | dict[str, Any] | None = None

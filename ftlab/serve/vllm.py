@@ -10,7 +10,8 @@ name of base requests (vLLM's own). Either ftlab starts vLLM (`vllm_command`) or
 
 vLLM serves LoRA only: a DoRA model is refused with the way out (`ftlab export --format merged`), and so is a
 model fine-tuned from another base. `labels` (ftlab's extension) has no vLLM counterpart here: use
-`response_format` with an enum.
+`response_format` with an enum. Tool calling is refused too: vLLM renders the prompt with the model's own template,
+without the tools as ftlab renders them for training (`ftlab.data.tools`).
 """
 
 from __future__ import annotations
@@ -124,6 +125,11 @@ class VLLMEngine:
         if body.labels is not None:
             raise bad_request("'labels' is not available with --engine vllm: use response_format with an enum",
                               param="labels")  # fmt: skip
+        if body.tools or body.functions:  # vLLM's template would not show the tools as ftlab trained them
+            param = "tools" if body.tools else "functions"
+            raise bad_request(f"'{param}' is not available with --engine vllm: ftlab renders tools in its own format "
+                              "(ftlab.data.tools), which vLLM's prompt would lack; serve tool calls with the default "
+                              "engine", param=param)  # fmt: skip
         payload = body.model_dump(exclude_none=True)
         if served.kind == "ft":
             await self.register(served)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ftlab.data.schema import ChatExample, DataError, template_messages
+from ftlab.data.schema import ChatExample, DataError, message_dicts
+from ftlab.data.tools import apply_template
 
 IGNORE_INDEX = -100
 
@@ -31,21 +32,21 @@ class Tokenized:
         return sum(1 for label in self.labels if label != IGNORE_INDEX)
 
 
-def _render(tokenizer, messages: list[dict[str, str]], generation_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
-
-
 def assistant_spans(tokenizer, example: ChatExample) -> tuple[str, list[tuple[int, int]]]:
     """The rendered conversation and the character spans the loss covers (trained assistant replies)."""
-    messages = template_messages(example.messages)
-    text = _render(tokenizer, messages, generation_prompt=False)
+    messages, tools = message_dicts(example.messages), example.tool_definitions()
+
+    def render(upto: int, generation_prompt: bool) -> str:
+        return apply_template(tokenizer, messages[:upto], tools, generation_prompt=generation_prompt)
+
+    text = render(len(messages), generation_prompt=False)
     spans = []
     eos = tokenizer.eos_token or ""
     for index, message in enumerate(example.messages):
         if not message.trained:
             continue
-        before = _render(tokenizer, messages[:index], generation_prompt=True)
-        upto = _render(tokenizer, messages[: index + 1], generation_prompt=False)
+        before = render(index, generation_prompt=True)
+        upto = render(index + 1, generation_prompt=False)
         if not (upto.startswith(before) and text.startswith(upto)):
             raise DataError(
                 "the model's chat template renders this conversation in a way that cannot be split into turns "
@@ -55,7 +56,7 @@ def assistant_spans(tokenizer, example: ChatExample) -> tuple[str, list[tuple[in
             )
         reply = upto[len(before) :]
         # Train through the end-of-turn token, not the whitespace the template puts after it.
-        end = reply.find(eos, len(message.text)) + len(eos) if eos and eos in reply else len(reply.rstrip())
+        end = reply.rfind(eos) + len(eos) if eos and eos in reply else len(reply.rstrip())
         spans.append((len(before), len(before) + end))
     return text, spans
 
