@@ -1,6 +1,6 @@
 """Chat completions under load, against a real `ftlab serve` on 127.0.0.1 with the official `openai` client and the
 tiny random model: concurrent requests give what sequential ones give, a client that leaves frees its slot,
-`GET /v1/models` stays fast while a job trains and 32 clients stream, a full queue answers 429 with Retry-After,
+`GET /v1/models` stays fast while a job trains and 64 clients stream, a full queue answers 429 with Retry-After,
 and bad input is refused before any model work."""
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def test_a_client_that_leaves_mid_stream_frees_its_slot(server: Server, tiny_mod
     print(f"next request after a disconnect answered in {time.monotonic() - started:.2f} s")
 
 
-def test_models_answer_fast_while_a_job_trains_and_32_clients_stream(
+def test_models_answer_fast_while_a_job_trains_and_64_clients_stream(
     server: Server, tiny_model_dir: Path, tmp_path: Path
 ):
     client, model = server.client(), str(tiny_model_dir)
@@ -80,9 +80,9 @@ def test_models_answer_fast_while_a_job_trains_and_32_clients_stream(
                 streamed.append(len(chunk.choices))
 
     latencies = []
-    with ThreadPoolExecutor(32) as pool:
+    with ThreadPoolExecutor(64) as pool:
         try:
-            for i in range(32):
+            for i in range(64):
                 pool.submit(stream_until_stopped, i)
             wait_for(lambda: generation(server)["running"] >= 16, timeout=300)
             with httpx.Client(base_url=server.base_url, timeout=60) as http:
@@ -98,7 +98,7 @@ def test_models_answer_fast_while_a_job_trains_and_32_clients_stream(
     client.fine_tuning.jobs.cancel(job.id)
     latencies.sort()
     p50, p99 = statistics.median(latencies), latencies[int(0.99 * (len(latencies) - 1))]
-    print(f"GET /v1/models while a job trains and 32 clients stream: p50 {p50 * 1000:.0f} ms, "
+    print(f"GET /v1/models while a job trains and 64 clients stream: p50 {p50 * 1000:.0f} ms, "
           f"p99 {p99 * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms")  # fmt: skip
     assert streamed and p99 < 1.0  # generous for a loaded CI machine; measured figures are in the report
 
