@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ftlab.cli.eval import comparison_table, judge_tables
-from ftlab.cli.output import print_table
+from ftlab.cli.output import print_error, print_table
 from ftlab.config import home
 from ftlab.data.schema import DataError
 from ftlab.evaluate.metrics import METRIC_HELP, parse_metrics
@@ -145,7 +145,7 @@ def compare_command(
 
             judge_evaluation(result.evaluation, judge_specs, judge)
     except (DataError, ValueError, LookupError, ImportError, EndpointError) as exc:
-        console.print(f"[red]error:[/] {exc}")
+        print_error(console, str(exc))
         raise typer.Exit(1) from None
     print_table(console, arms_table(result))
     if result.evaluation.comparisons:

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from ftlab.cli.output import print_error
 from ftlab.config import BUNDLED_MODEL
 from ftlab.data.findings import Finding
 from ftlab.data.schema import DataError
@@ -23,7 +24,7 @@ MAX_SHOWN_PER_CHECK = 10
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {escape(message)}")
+    print_error(err, message)
     raise typer.Exit(code)
 
 

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ftlab.cli.output import print_table
+from ftlab.cli.output import print_error, print_table
 from ftlab.config import home
 from ftlab.data.schema import DataError
 from ftlab.evaluate.metrics import METRIC_HELP, parse_metrics
@@ -169,7 +169,7 @@ def eval_command(
             judge_evaluation(result, judge_specs, judge, scale=scale, criteria=criteria, rubric=rubric,
                              ensemble=ensemble, prompts_dir=judge_prompts, human=human)
     except (DataError, ValueError, LookupError, ImportError, EndpointError) as exc:
-        console.print(f"[red]error:[/] {exc}")
+        print_error(console, str(exc))
         raise typer.Exit(1) from None
     print_table(console, summary_table(result))
     if result.comparisons:

@@ -4,6 +4,7 @@ width into a pipe or a file, so ids, hashes and paths come out whole for `grep`,
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 PIPED_MAX_WIDTH = 10_000  # wide enough for any table; a table never pads itself to the console's width
@@ -15,3 +16,9 @@ def print_table(console: Console, table: Table) -> None:
         console.print(table)
     else:  # rich lays out to the console's width (80 columns when it cannot ask a terminal)
         Console(file=console.file, width=PIPED_MAX_WIDTH).print(table)
+
+
+def print_error(console: Console, message: str) -> None:
+    """`error: MESSAGE`, never folded to the console's width: a path or an id in it stays whole for copy-paste
+    (the terminal wraps the line where it must)."""
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)

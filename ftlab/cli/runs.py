@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ftlab.cli.output import print_table
+from ftlab.cli.output import print_error, print_table
 from ftlab.records import format as fmt
 
 runs_app = typer.Typer(help="Recorded training runs: list, show, compare side by side, diff.", no_args_is_help=True)
@@ -32,7 +32,7 @@ def _open(refs: list[str]):
         return db, [find_run(db, ref) for ref in refs]
     except LookupError as exc:
         db.close()
-        console.print(f"[red]error:[/] {exc.args[0]}")
+        print_error(console, exc.args[0])
         raise typer.Exit(1) from None
 
 
@@ -94,7 +94,7 @@ def show_command(
     console.print(f"started {_when(found.started_at)}  finished {_when(found.finished_at)}  "
                   f"code {found.code_version or '-'}  folder {found.output_dir or '-'}")  # fmt: skip
     if found.error:
-        console.print(f"[red]error:[/] {found.error}")
+        print_error(console, found.error)
     for item in record["datasets"]:
         console.print(f"data {item['role']}: {item['sha256']}  {item['path'] or '(file not recorded)'}  "
                       f"{item['n_examples'] or '?'} examples")  # fmt: skip
@@ -196,7 +196,7 @@ def export_command(
         try:
             exported = export_run(run_id, mlflow, experiment)
         except ExportError as exc:
-            console.print(f"[red]error:[/] {run_id}: {exc}")
+            print_error(console, f"{run_id}: {exc}")
             raise typer.Exit(1) from None
         verb = "exported as" if exported.created else "already in MLflow, completed:"
         console.print(f"{run_id}: {verb} run {exported.mlflow_run_id} in experiment '{exported.experiment}'")

@@ -7,8 +7,8 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
+from ftlab.cli.output import print_error
 from ftlab.cli.settings import build_config, takes_settings
 from ftlab.config import BUNDLED_MODEL, TrainConfig
 from ftlab.data.schema import DataError
@@ -19,7 +19,7 @@ err = Console(stderr=True)
 
 
 def fail(message: str) -> NoReturn:
-    err.print(f"[bold red]error:[/] {escape(message)}")
+    print_error(err, message)
     raise typer.Exit(2)
 
 
