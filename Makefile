@@ -26,7 +26,7 @@ demo: install
 
 test: install
 	$(VENV)/bin/ruff check ftlab tests benchmarks
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2
 
 lint: install
 	$(VENV)/bin/ruff check ftlab tests benchmarks

@@ -136,9 +136,13 @@ def resolve_model(name: str) -> str:
     if name in BUNDLED_GGUF:
         target = models_dir() / name
         if not (target / "config.json").exists():
+            from filelock import FileLock  # transformers' own dependency
+
             gguf = _bundled_gguf(name)
             target.parent.mkdir(parents=True, exist_ok=True)
-            _convert_gguf(gguf, target)
+            with FileLock(f"{target}.lock"):  # processes starting at once (workers, tests) convert it once
+                if not (target / "config.json").exists():
+                    _convert_gguf(gguf, target)
         return str(target)
     return str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
 
