@@ -35,12 +35,13 @@ MIN_DEFAULT_EPOCHS = 1
 MAX_DEFAULT_EPOCHS = 25
 DEFAULT_BETA = 0.1  # DPO's beta when "auto": the DPO paper's and TRL's default
 
-# How "auto" resolves n_epochs and learning_rate_multiplier: "cookbook" (OpenAI's epochs, x1) or "steps", a
-# candidate for small sets (`auto_by_steps`) that `benchmarks/auto_defaults.py` measures against it and a sweep.
+# How "auto" resolves n_epochs and learning_rate_multiplier: "steps" (`auto_by_steps`, the default) or "cookbook"
+# (OpenAI's epochs, x1). `benchmarks/auto_defaults.py` measured both on three small sets of real shape: "steps"
+# won on each (recipes set-F1 0.68 -> 0.78, 60 intents 0.12 -> 0.33 accuracy, tickets chrF 0.11 -> 0.19).
 # AUTO_RULE is the one line that switches every front door (CLI, HTTP, Python) from one to the other.
 AutoRule = Literal["cookbook", "steps"]
 AUTO_RULES: tuple[AutoRule, ...] = ("cookbook", "steps")
-AUTO_RULE: AutoRule = "cookbook"
+AUTO_RULE: AutoRule = "steps"
 TARGET_STEPS = 60  # optimizer steps a small set needs to learn its reply format (and to stop at the end of it)
 MAX_STEPS_EPOCHS = 10
 SMALL_SET, LARGE_SET = 1_000, 10_000  # adapters get x2.5 the base learning rate up to SMALL_SET, x1 from LARGE_SET
@@ -145,13 +146,17 @@ class TrainConfig(BaseModel):
 
     model: str = Field(BUNDLED_MODEL, min_length=1, description="Base model: bundled name, local folder or hub id.")
     n_epochs: _or_word("auto", int, ge=1, le=50) = Field(
-        "auto", description="Passes over the training data; 'auto' follows the OpenAI cookbook rule."
+        "auto",
+        description="Passes over the training data; 'auto': OpenAI's cookbook rule, more until a small set takes "
+        "60 optimizer steps (at most 10).",
     )
     batch_size: _or_word("auto", int, ge=1, le=256) = Field(
         "auto", description="Examples per optimizer step; 'auto' is ~0.2% of the examples, up to 8 on small sets."
     )
     learning_rate_multiplier: _or_word("auto", float, gt=0, le=100) = Field(
-        "auto", description="Multiplies the adapter's base learning rate (LoRA/DoRA 2e-4, full 2e-5); 'auto' is 1."
+        "auto",
+        description="Multiplies the adapter's base learning rate (LoRA/DoRA 2e-4, full 2e-5); 'auto' is 2.5 for an "
+        "adapter on up to 1,000 examples, easing to 1 at 10,000 (full fine-tuning: 1).",
     )
     method: Literal["supervised", "dpo"] = Field(
         "supervised", description="OpenAI's fine-tuning method: supervised (chat data) or dpo (preference pairs); "
@@ -262,7 +267,7 @@ class TrainConfig(BaseModel):
 
     def resolve(self, n_train_examples: int, rule: AutoRule | None = None) -> TrainConfig:
         """A copy with every "auto" replaced by the number it stands for, under `rule` (default AUTO_RULE):
-        "cookbook" (OpenAI's epochs, learning rate x1) or "steps" (`auto_by_steps`, the candidate)."""
+        "steps" (`auto_by_steps`) or "cookbook" (OpenAI's epochs, learning rate x1)."""
         batch_size = auto_batch_size(n_train_examples) if self.batch_size == "auto" else self.batch_size
         n_epochs, multiplier = auto_epochs(n_train_examples), 1.0
         if (rule or AUTO_RULE) == "steps":
