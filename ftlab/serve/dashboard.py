@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
@@ -35,6 +36,7 @@ from ftlab.serve.errors import APIError
 PAGE_SIZE = 50
 EXAMPLES_PER_PAGE = 25
 COOKIE = "ftlab_key"
+T = TypeVar("T")
 STATIC = Path(__file__).with_name("static")
 templates = Jinja2Templates(directory=Path(__file__).with_name("templates") / "dashboard")
 templates.env.filters.update(when=fmt.when, value=fmt.value)
@@ -137,11 +139,16 @@ def index(request: Request, page: int = Query(1, ge=1), status: str | None = Non
     })  # fmt: skip
 
 
-def _run_or_404(db: Session, ref: str) -> Run:
+def _or_404(find: Callable[[Session, str], T], db: Session, key: str) -> T:
+    """`find(db, key)` from `records.query`, its LookupError (which names what is missing) as a 404 page."""
     try:
-        return query.find_run(db, ref)
+        return find(db, key)
     except LookupError as exc:
         raise PageNotFound(exc.args[0]) from None
+
+
+def _run_or_404(db: Session, ref: str) -> Run:
+    return _or_404(query.find_run, db, ref)
 
 
 @pages.get("/runs/{run_id}", response_class=HTMLResponse)
@@ -177,10 +184,7 @@ def datasets_page(request: Request, page: int = Query(1, ge=1), db: Session = De
 
 @pages.get("/datasets/{sha256}", response_class=HTMLResponse)
 def dataset_page(request: Request, sha256: str, db: Session = Depends(get_db)):
-    try:
-        dataset = query.find_dataset(db, sha256)
-    except LookupError as exc:
-        raise PageNotFound(exc.args[0]) from None
+    dataset = _or_404(query.find_dataset, db, sha256)
     runs, n_runs = query.dataset_runs(db, dataset, limit=PAGE_SIZE)
     return templates.TemplateResponse(request, "dataset.html", {
         "dataset": dataset, "runs": runs, "n_runs": n_runs, "evaluations": query.dataset_evaluations(db, dataset),
@@ -219,10 +223,7 @@ def _summary_columns(models: list[EvaluationModel]) -> list[str]:
 
 @pages.get("/evals/{eval_id}", response_class=HTMLResponse)
 def eval_page(request: Request, eval_id: str, page: int = Query(1, ge=1), db: Session = Depends(get_db)):
-    try:
-        evaluation = query.find_evaluation(db, eval_id)
-    except LookupError as exc:
-        raise PageNotFound(exc.args[0]) from None
+    evaluation = _or_404(query.find_evaluation, db, eval_id)
     models = evaluation.models
     columns = _summary_columns(models)
     runs = query.run_ids(db, [m.run_pk for m in models if m.run_pk])
@@ -259,17 +260,10 @@ def studies_page(request: Request, db: Session = Depends(get_db)):
     return templates.TemplateResponse(request, "studies.html", {"studies": query.list_studies(db), "nav": "studies"})
 
 
-def _study_or_404(db: Session, name: str) -> query.StudyRow:
-    try:
-        return query.find_study(db, name)
-    except LookupError as exc:
-        raise PageNotFound(exc.args[0]) from None
-
-
 @pages.get("/studies/{name}", response_class=HTMLResponse)
 def study_page(request: Request, name: str, db: Session = Depends(get_db)):
     """A sweep: its best trial, the metric by trial, the pictures of its report, and every trial with its run."""
-    study = _study_or_404(db, name)
+    study = _or_404(query.find_study, db, name)
     trials = query.study_trials(db, name)
     best = next((t for t in trials if t["number"] == study.best_trial), None)
     done = [t for t in trials if t["state"] in ("complete", "pruned") and t["value"] is not None]
@@ -288,7 +282,7 @@ def study_page(request: Request, name: str, db: Session = Depends(get_db)):
 @pages.get("/studies/{name}/{picture}")
 def study_picture(name: str, picture: str, db: Session = Depends(get_db)) -> FileResponse:
     """A picture of the study's report (drawn by `ftlab sweep` into its report folder)."""
-    path = Path(_study_or_404(db, name).attrs.get("report_dir", "")) / picture
+    path = Path(_or_404(query.find_study, db, name).attrs.get("report_dir", "")) / picture
     if picture not in STUDY_PICTURES or not path.is_file():
         raise HTTPException(404)
     return FileResponse(path)
