@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ftlab.cli.output import print_error
+from ftlab.cli.output import fail
 from ftlab.config import BUNDLED_MODEL
 from ftlab.data.findings import Finding
 from ftlab.data.schema import DataError
@@ -21,11 +21,6 @@ err = Console(stderr=True)
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 MAX_SHOWN_PER_CHECK = 10
-
-
-def _fail(message: str, code: int = 2) -> None:
-    print_error(err, message)
-    raise typer.Exit(code)
 
 
 @contextmanager
@@ -96,7 +91,7 @@ def validate(
                 progress=progress,
             )
     except (DataError, LookupError, ValueError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     from ftlab.records.store import record_dataset
 
     record_dataset(file, report.to_dict())  # the dataset's record keeps this summary and its token counts
@@ -147,7 +142,7 @@ def split(
     try:
         result = split_file(file, out_dir, val=val, test=test, seed=seed, group_by=group_by)
     except (DataError, ValueError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
         return
@@ -177,7 +172,7 @@ def stats(
     try:
         result = stats_file(file, model)
     except (DataError, LookupError, ValueError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if png:
         save_histogram_png(result, png)
     if as_json:
@@ -233,12 +228,12 @@ def estimate(
         length = None if max_length is None else str(max_length)
         settings = build_config({"n_epochs": epochs, "adapter": adapter, "max_length": length})
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     n_epochs = settings.n_epochs
     openai_models = [m for m in model or [] if openai_model(m) is not None]
     local_models = [m for m in model or [] if openai_model(m) is None]
     if len(local_models) > 1:
-        _fail(f"one local model at a time (got {', '.join(local_models)}); OpenAI names are priced, others timed")
+        fail(f"one local model at a time (got {', '.join(local_models)}); OpenAI names are priced, others timed")
     local = None if no_local else (local_models[0] if local_models else local_model)
     try:
         if local:
@@ -250,7 +245,7 @@ def estimate(
             result.local = local_time(local, result.sample, result.local_tokens, n_epochs, settings.max_length,
                                       settings.adapter, refresh=recalibrate)  # fmt: skip
     except (DataError, LookupError, ValueError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
         return
@@ -316,9 +311,9 @@ def convert(
     from ftlab.data.convert import Mapping, convert_file, unescape
 
     if fmt not in (None, "csv", "tsv", "jsonl", "eval"):
-        _fail(f"--format must be csv, tsv, jsonl or eval, got {fmt!r}")
+        fail(f"--format must be csv, tsv, jsonl or eval, got {fmt!r}")
     if to not in ("chat", "dpo"):
-        _fail(f"--to must be chat or dpo, got {to!r}")
+        fail(f"--to must be chat or dpo, got {to!r}")
     mapping = Mapping(
         user_column=user_column,
         user_template=unescape(user_template) if user_template is not None else None,
@@ -335,7 +330,7 @@ def convert(
     try:
         result = convert_file(file, out_file, mapping, fmt=fmt, to=to, test_file=test_file)
     except (DataError, ValueError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
         return
@@ -364,12 +359,12 @@ def dedup(
     from ftlab.data.dedup import dedup_file
 
     if method not in ("both", "minhash", "embedding"):
-        _fail(f"--method must be {METHOD_HELP}")
+        fail(f"--method must be {METHOD_HELP}")
     try:
         result = dedup_file(file, out_file, threshold=threshold, cosine=cosine, method=method, embedder=embedder,
                             dropped_path=dropped)
     except (DataError, LookupError, ValueError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
         return
@@ -394,11 +389,11 @@ def leakage(
     from ftlab.data.dedup import leakage as find_leakage
 
     if method not in ("both", "minhash", "embedding"):
-        _fail(f"--method must be {METHOD_HELP}")
+        fail(f"--method must be {METHOD_HELP}")
     try:
         report = find_leakage(file_a, file_b, threshold=threshold, cosine=cosine, method=method, embedder=embedder)
     except (DataError, LookupError, ValueError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
     else:

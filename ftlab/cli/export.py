@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ftlab.cli.train import fail
+from ftlab.cli.output import fail
 
 
 def export_command(

@@ -3,6 +3,9 @@ width into a pipe or a file, so ids, hashes and paths come out whole for `grep`,
 
 from __future__ import annotations
 
+from typing import NoReturn
+
+import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -22,3 +25,9 @@ def print_error(console: Console, message: str) -> None:
     """`error: MESSAGE`, never folded to the console's width: a path or an id in it stays whole for copy-paste
     (the terminal wraps the line where it must)."""
     console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print `error: MESSAGE` on stderr and exit with `code` (2: bad input, the default; 1: the work failed)."""
+    print_error(Console(stderr=True), message)
+    raise typer.Exit(code)

@@ -13,9 +13,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ftlab.cli.output import print_table
+from ftlab.cli.output import fail, print_table
 from ftlab.cli.settings import build_config, flag, takes_settings
-from ftlab.cli.train import fail
 from ftlab.config import ConfigFileError, read_settings
 from ftlab.data.schema import DataError
 from ftlab.models import ModelNotFound

@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 
+from ftlab.cli.output import fail
 from ftlab.config import BUNDLED_MODEL
 from ftlab.data.schema import DataError
 from ftlab.embed import DEFAULT_EMBEDDER
@@ -44,11 +45,6 @@ DEDUP_THRESHOLD = typer.Option(
 )  # fmt: skip
 
 
-def _fail(message: str, code: int = 1) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
 def _errors(command: Callable[..., Any]) -> Callable[..., Any]:
     """Turn the errors a user can fix into one line on stderr instead of a traceback."""
 
@@ -57,11 +53,11 @@ def _errors(command: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return command(*args, **kwargs)
         except (DataError, JobMismatch, EndpointError, ModelNotFound) as exc:
-            _fail(str(exc))
+            fail(str(exc), 1)
         except LookupError as exc:  # a missing embedding model; KeyError and IndexError are bugs, not input
             if type(exc) is not LookupError:
                 raise
-            _fail(str(exc))
+            fail(str(exc), 1)
 
     return wrapper
 
@@ -193,7 +189,7 @@ def label(
 
     label_set = read_labels(labels)
     if len(label_set) < 2:
-        _fail(f"{labels}: a label set needs at least two labels, one per line")
+        fail(f"{labels}: a label set needs at least two labels, one per line", 1)
     out = out or inputs.with_name(f"{inputs.stem}.labeled.jsonl")
     teacher_ = make_teacher(teacher, base_url, api_key, concurrency, retries, batch_size)
     result = synth_label(inputs, label_set, out, teacher_, instruction, system, invalid_retries, overwrite=overwrite,

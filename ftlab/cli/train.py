@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from ftlab.cli.output import print_error
+from ftlab.cli.output import fail
 from ftlab.cli.settings import build_config, takes_settings
 from ftlab.config import BUNDLED_MODEL, TrainConfig
 from ftlab.data.schema import DataError
@@ -16,11 +16,6 @@ from ftlab.models import ModelNotFound
 
 console = Console()
 err = Console(stderr=True)
-
-
-def fail(message: str) -> NoReturn:
-    print_error(err, message)
-    raise typer.Exit(2)
 
 
 def print_mask(config: TrainConfig, train_file: Path, n: int) -> None:
