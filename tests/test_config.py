@@ -160,7 +160,7 @@ def test_a_bad_select_by_is_refused_naming_the_flag_before_any_compute(tmp_path:
     labels = tmp_path / "labels.txt"
     labels.write_text("yes\nno\n")
     cases = [
-        (["--select-by", "f1"], "--select-by: unknown metric: choose valid_loss, exact, contains, json_valid, set_f1"),
+        (["--select-by", "f1"], "--select-by: unknown metric: choose auto, valid_loss, exact, contains, json_valid"),
         (["--select-by", "set-f1"], "--select-by: unknown metric (did you mean 'set_f1'?)"),
         (["--select-by", "valid_label_rate"], "select_by valid_label needs the label set: labels"),
         (["--select-by", "valid_label_rate", "--labels", str(tmp_path / "none.txt")],
@@ -175,6 +175,15 @@ def test_a_bad_select_by_is_refused_naming_the_flag_before_any_compute(tmp_path:
     config = build_config({"select_by": "valid_label_rate", "labels": str(labels)})
     assert (config.select_by, config.labels, config.selection_metric) == ("valid_label", ["yes", "no"], "valid_label")
     assert "--labels LABELS.txt" in flat(runner.invoke(app, ["train", "--help"]).output)
+
+
+def test_select_by_auto_is_the_default_and_stands_for_validation_loss_until_the_recipe_chooses() -> None:
+    config = TrainConfig()
+    assert config.select_by == "auto" and config.selection_metric == "valid_loss"
+    assert not config.selects_by_task_metric  # nothing asks for a validation file or a single process
+    assert TrainConfig(method="dpo").selection_metric == "valid_loss"  # DPO keeps its preference loss
+    with pytest.raises(ValueError, match="select_by set_f1 scores replies of supervised runs"):
+        TrainConfig(method="dpo", select_by="set_f1")
 
 
 def test_bad_flags_are_named() -> None:

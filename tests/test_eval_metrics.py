@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ftlab.data.scoring import field_accuracy, json_valid, mean_score, score_example, set_f1, tool_call_scores
+from ftlab.data.scoring import (
+    AUTO_SELECT_MAX_REPLIES,
+    auto_selection_metric,
+    field_accuracy,
+    json_valid,
+    mean_score,
+    score_example,
+    set_f1,
+    tool_call_scores,
+)
 from ftlab.evaluate.compare import compare_scores, paired_bootstrap
 from ftlab.evaluate.metrics import aggregate, auto_metrics, corpus_bleu, label_report, parse_metrics
 
@@ -68,6 +77,19 @@ def test_select_by_scores_a_set_of_replies_as_eval_sums_it_up():
     assert mean_score("set_f1", outputs, refs) == pytest.approx((2 / 3 + 1) / 2)  # the prose reference is skipped
     with pytest.raises(ValueError, match="unknown metric 'bleu'"):
         mean_score("bleu", outputs, refs)
+
+
+def test_select_by_auto_watches_the_json_metric_only_where_replies_are_json_and_cheap_enough():
+    lists, objects = ['["a", "b"]', '["c"]'], ['{"a": 1}', '{"b": [2]}']
+    assert auto_selection_metric(lists, n_train=8) == "set_f1"
+    assert auto_selection_metric(objects, n_train=8) == "field_acc"
+    assert auto_selection_metric([*lists, *objects], n_train=16) is None  # no one metric scores both
+    assert auto_selection_metric(["free text", '["a"]'], n_train=8) is None  # prose: validation loss
+    assert auto_selection_metric(['[1, 2]'], n_train=8) is None  # set-F1 needs lists of strings
+    assert auto_selection_metric([], n_train=8) is None
+    # Generating the replies must stay a small share of the run: at most a quarter as many as training examples.
+    assert auto_selection_metric(lists * 10, n_train=79) is None and auto_selection_metric(lists * 10, 80) == "set_f1"
+    assert auto_selection_metric(['["a"]'] * (AUTO_SELECT_MAX_REPLIES + 1), n_train=10**6) is None
 
 
 def test_auto_metrics_and_aggregate():

@@ -91,6 +91,7 @@ def test_bad_input_is_refused_before_any_trial_trains(home: Path, data, tmp_path
     base = ["sweep", str(data[0]), "--validation", str(data[1]), "--model", str(tiny_model_dir)]
     cases = [
         (["--metric", "f1"], "--select-by: unknown metric"),
+        (["--metric", "auto"], "a sweep optimises one metric: name it"),
         (["--metric", "valid_label_rate"], "select_by valid_label needs the label set"),
         (["--metric", "field_acc"], "val.jsonl, line 1: select_by field_acc needs validation replies that are a JSON"),
         (["--metric", "chrf", "--space", str(tmp_path / "bad.yaml")], "bad.yaml: n_epochs: empty range"),

@@ -147,6 +147,7 @@ def test_overfitting_needs_two_rises_while_training_falls() -> None:
 
 
 def test_run_folder_and_loss_falls(tiny_model_dir: Path, data, tmp_path: Path) -> None:
+    # select_by is left "auto": the validation replies are JSON lists, so set_f1 joins the columns.
     events = []
     result = train(tiny_config(tiny_model_dir, n_epochs=3), *data, tmp_path / "run", on_event=events.append,
                    progress=False)
@@ -160,7 +161,10 @@ def test_run_folder_and_loss_falls(tiny_model_dir: Path, data, tmp_path: Path) -
     assert len(record["dataset_sha256"]["train"]) == 64
     rows = read_rows(run / "metrics.csv")
     assert list(rows[0]) == ["step", "train_loss", "train_mean_token_accuracy", "valid_loss",
-                             "valid_mean_token_accuracy"]
+                             "valid_mean_token_accuracy", "set_f1"]
+    assert record["config"]["select_by"] == "set_f1" and result.config.select_by == "set_f1"
+    assert any(e.message.startswith("select_by auto: set_f1, scored on replies generated for the 6 validation")
+               for e in events)
     assert len(rows) == 18
     valid = [float(r["valid_loss"]) for r in rows if r["valid_loss"]]
     assert len(valid) == 3 and valid[-1] < valid[0]
@@ -196,7 +200,7 @@ def cancel_after(n_steps: int):
 # early stopping by a task metric: the same run watching the chrF of its generated validation replies (higher is
 # better), which also peaks at step 4 (measured 0.115, then 0.101 and 0.110): the same story, a metric's way up.
 EARLY_STOPPING = {"n_epochs": 6, "learning_rate_multiplier": 50.0, "lora_alpha": 128, "eval_every": 2,
-                  "early_stopping_patience": 2, "lora_dropout": 0.1}
+                  "early_stopping_patience": 2, "lora_dropout": 0.1, "select_by": "valid_loss"}
 RESUME_CASES = {
     "plain": ({"n_epochs": 3}, 6, "checkpoint-epoch-1"),
     "early stopping": (EARLY_STOPPING, 7, "checkpoint-epoch-1"),
@@ -258,7 +262,7 @@ def test_early_stopping_stops_at_the_first_evaluation_without_improvement(tiny_m
     # the run stops at the end of epoch 3 (step 18), whose validation loss is worse than epoch 2's, and saves that
     # epoch's checkpoint.
     config = tiny_config(tiny_model_dir, n_epochs=6, learning_rate_multiplier=100.0, loraplus_lr_ratio=16,
-                         early_stopping_patience=1)
+                         early_stopping_patience=1, select_by="valid_loss")
     result = train(config, *data, tmp_path / "es", progress=False)
     assert result.stopped_early and [c.step for c in result.checkpoints] == [6, 12, 18]
     losses = [c.metrics["valid_loss"] for c in result.checkpoints]

@@ -38,9 +38,9 @@ from accelerate.utils import DistributedType, broadcast, broadcast_object_list, 
 from torch import nn
 
 import ftlab
-from ftlab.config import TrainConfig, runs_dir
+from ftlab.config import SELECT_AUTO, VALIDATION_LOSS, TrainConfig, runs_dir
 from ftlab.data.schema import ChatExample, DataError, file_sha256, read_examples, template_messages
-from ftlab.data.scoring import applies_to, mean_score
+from ftlab.data.scoring import applies_to, auto_selection_metric, mean_score
 from ftlab.models import Precision, best_precision, load_model, load_tokenizer, set_threads
 from ftlab.train.tokenize import IGNORE_INDEX, Tokenized, tokenize_example
 
@@ -389,6 +389,16 @@ def autocast(device: torch.device, precision: Precision, model: nn.Module) -> It
 ScoreReplies = Callable[[list[ChatExample], list[str]], float]  # (validation examples, replies) → higher is better
 
 
+def choose_select_by(config: TrainConfig, valid_examples: list[ChatExample], n_train: int, processes: int) -> str:
+    """What `select_by auto` stands for in this run: `auto_selection_metric` of the validation references (JSON
+    replies are judged by set_f1 or field_acc), valid_loss otherwise and when several processes train (replies are
+    generated in one process only). Any other `select_by` is kept."""
+    if config.select_by != SELECT_AUTO:
+        return config.select_by
+    metric = auto_selection_metric([e.reference() for e in valid_examples], n_train) if processes == 1 else None
+    return metric or VALIDATION_LOSS
+
+
 def reply_scorer(
     config: TrainConfig, examples: list[ChatExample], path: Path | None, score_validation: ScoreReplies | None
 ) -> ScoreReplies | None:
@@ -654,6 +664,12 @@ def train(
     train_examples, train_items = tokenize_file(tokenizer, train_file, config.max_length)
     valid_examples, valid_items = (tokenize_file(tokenizer, validation_file, config.max_length) if validation_file
                                    else ([], []))  # fmt: skip
+    select_by = choose_select_by(config, valid_examples, len(train_examples), accelerator.num_processes)
+    if select_by != config.select_by:
+        config = config.model_copy(update={"select_by": select_by})
+        if config.selects_by_task_metric:
+            emit(TrainEvent("message", f"select_by auto: {select_by}, scored on replies generated for the "
+                            f"{len(valid_examples)} validation examples at each evaluation (their replies are JSON)"))
     scorer = reply_scorer(config, valid_examples, validation_file, score_validation)
     truncated = [item.line for item in train_items if item.truncated_tokens]
     if truncated:

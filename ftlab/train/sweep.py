@@ -34,7 +34,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 from pydantic import ValidationError
 
-from ftlab.config import ConfigFileError, TrainConfig, explain, home, read_settings, runs_dir
+from ftlab.config import SELECT_AUTO, ConfigFileError, TrainConfig, explain, home, read_settings, runs_dir
 from ftlab.data.schema import DataError, file_sha256, read_examples
 from ftlab.records.db import database_url, init_db
 from ftlab.records.store import RunRecorder
@@ -204,6 +204,9 @@ def study_storage(url: str | None = None, heartbeat_s: int = HEARTBEAT_S) -> RDB
 def check_data(sweep: Sweep, score_validation: ScoreReplies | None) -> None:
     """Read both data files and check the metric can score the validation replies: bad input fails here, before
     any trial trains (DataError or ValueError)."""
+    if sweep.config.select_by == SELECT_AUTO:
+        raise ValueError("a sweep optimises one metric: name it (--metric set_f1, exact, json_valid, valid_loss, …) "
+                         "rather than auto")
     read_examples(sweep.train_file)
     reply_scorer(sweep.config, read_examples(sweep.validation_file), sweep.validation_file, score_validation)
 
