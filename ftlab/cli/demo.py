@@ -1,7 +1,8 @@
 """`ftlab demo`: the whole loop on the bundled model in a few minutes on a laptop CPU.
 
-Validate the shipped recipe dataset → fine-tune SmolLM2-135M-Instruct with LoRA → evaluate base vs tuned on
-the held-out split → print the table and where the plots and report are.
+Validate the shipped recipe dataset → fine-tune SmolLM2-135M-Instruct with LoRA (its replies are JSON lists, so
+`select_by auto` scores the validation replies' set-F1 at each epoch and names the best checkpoint by it) →
+evaluate base vs that checkpoint on the held-out split → print the table and where the plots and report are.
 """
 
 from __future__ import annotations
@@ -66,7 +67,10 @@ def demo_command(
     trained_at = time.perf_counter()
 
     console.rule("[bold]3. Evaluate base vs tuned on the held-out test split")
-    specs = [ModelRef("base", BUNDLED_MODEL), ModelRef("tuned (LoRA)", BUNDLED_MODEL, "adapter", result.final_dir)]
+    best = result.best_checkpoint
+    tuned_ref = ModelRef(f"tuned (LoRA, epoch {best.epoch})" if best else "tuned (LoRA)", BUNDLED_MODEL, "adapter",
+                         best.path if best else result.final_dir)  # fmt: skip
+    specs = [ModelRef("base", BUNDLED_MODEL), tuned_ref]
     evaluation = evaluate(test_file, specs, EvalOptions(metrics=["exact", "json_valid", "set_f1"]),
                           on_model=lambda spec, n, total: console.print(f"generating with {spec.name} ({n}/{total})"))
     evaluation.write(output / "eval.json")
@@ -79,3 +83,5 @@ def demo_command(
                   f"{tuned['json_valid']:.3f}")
     console.print(f"training {trained_at - started:.0f} s, whole demo {time.perf_counter() - started:.0f} s")
     console.print(f"loss plot: {output / 'loss.png'}\nreport:    {report}\nrun folder: {output}")
+    if best:
+        console.print(f"evaluated: {best.path.name}, the best by {result.config.select_by}")
