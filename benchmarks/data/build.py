@@ -107,9 +107,9 @@ def recipe_label_problems(line: str, labels: list[str]) -> list[str]:
     return problems
 
 
-def recipes() -> list[tuple[str, list[str], list[str]]]:
-    """The recipes as (title, ingredient lines, labels in order, each once), checked against the convention."""
-    source = HERE / "recipes_real" / "recipes.txt"
+def recipes(source: Path) -> list[tuple[str, list[str], list[str]]]:
+    """A recipe source's recipes as (title, ingredient lines, labels in order, each once), checked against the
+    convention."""
     out, problems = [], []
     for number, block in records(source):
         title = block[0].removeprefix("# ")
@@ -137,22 +137,34 @@ def recipes() -> list[tuple[str, list[str], list[str]]]:
     return out
 
 
+def recipe_rows(dishes: list[tuple[str, list[str], list[str]]]) -> list[dict]:
+    return [
+        chat(RECIPE_SYSTEM,
+             f"Title: {title}\n\nIngredients: {json.dumps(lines, ensure_ascii=False)}\n\nGeneric ingredients: ",
+             json.dumps(labels, ensure_ascii=False))
+        for title, lines, labels in dishes
+    ]
+
+
 def build_recipes(out: Path) -> dict[str, int]:
-    dishes = recipes()
+    """train/val/test from recipes.txt, and test_more.jsonl from recipes_more.txt: recipes written later, by other
+    hands to the same convention, that only ever test (so adding them leaves the first three files as they were)."""
+    dishes = recipes(HERE / "recipes_real" / "recipes.txt")
     if len(dishes) != sum(RECIPE_SPLITS.values()):
         raise SystemExit(f"recipes_real: {len(dishes)} recipes, expected {sum(RECIPE_SPLITS.values())}")
+    more = recipes(HERE / "recipes_real" / "recipes_more.txt")
+    titles = {title.lower() for title, _, _ in dishes}
+    again = [title for title, _, _ in more if title.lower() in titles]
+    if again:
+        raise SystemExit(f"recipes_more.txt repeats titles of recipes.txt: {', '.join(again)}")
     random.Random(SEED).shuffle(dishes)
-    start = 0
+    random.Random(SEED).shuffle(more)
+    counts, start = {}, 0
     for split, count in RECIPE_SPLITS.items():
-        rows = [
-            chat(RECIPE_SYSTEM,
-                 f"Title: {title}\n\nIngredients: {json.dumps(lines, ensure_ascii=False)}\n\nGeneric ingredients: ",
-                 json.dumps(labels, ensure_ascii=False))
-            for title, lines, labels in dishes[start : start + count]
-        ]
-        write_jsonl(out / f"{split}.jsonl", rows)
-        start += count
-    return RECIPE_SPLITS
+        write_jsonl(out / f"{split}.jsonl", recipe_rows(dishes[start : start + count]))
+        counts[split], start = count, start + count
+    write_jsonl(out / "test_more.jsonl", recipe_rows(more))
+    return {**counts, "test_more": len(more)}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -433,7 +445,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"one of {', '.join(BUILDERS)} (default: all)")
     parser.add_argument("--out", type=Path, default=HERE, help="write NAME's files under OUT/NAME (default: here)")
+    parser.add_argument("--check-recipes", type=Path, metavar="FILE",
+                        help="only check a recipe source file against the labelling convention, and count it")
     args = parser.parse_args()
+    if args.check_recipes:
+        dishes = recipes(args.check_recipes)
+        print(f"{args.check_recipes}: {len(dishes)} recipes follow the convention")
+        return
     unknown = sorted(set(args.names) - set(BUILDERS))
     if unknown:
         parser.error(f"unknown dataset(s): {', '.join(unknown)}")
