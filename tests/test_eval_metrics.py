@@ -7,7 +7,9 @@ import pytest
 
 from ftlab.data.scoring import (
     AUTO_SELECT_MAX_REPLIES,
+    AUTO_SELECT_MIN_REPLIES,
     auto_selection_metric,
+    auto_selection_size,
     field_accuracy,
     json_valid,
     mean_score,
@@ -79,17 +81,20 @@ def test_select_by_scores_a_set_of_replies_as_eval_sums_it_up():
         mean_score("bleu", outputs, refs)
 
 
-def test_select_by_auto_watches_the_json_metric_only_where_replies_are_json_and_cheap_enough():
+def test_select_by_auto_watches_the_json_metric_where_replies_are_json_on_a_sample_sized_by_the_training_set():
     lists, objects = ['["a", "b"]', '["c"]'], ['{"a": 1}', '{"b": [2]}']
-    assert auto_selection_metric(lists, n_train=8) == "set_f1"
-    assert auto_selection_metric(objects, n_train=8) == "field_acc"
-    assert auto_selection_metric([*lists, *objects], n_train=16) is None  # no one metric scores both
-    assert auto_selection_metric(["free text", '["a"]'], n_train=8) is None  # prose: validation loss
-    assert auto_selection_metric(['[1, 2]'], n_train=8) is None  # set-F1 needs lists of strings
-    assert auto_selection_metric([], n_train=8) is None
-    # Generating the replies must stay a small share of the run: at most a quarter as many as training examples.
-    assert auto_selection_metric(lists * 10, n_train=79) is None and auto_selection_metric(lists * 10, 80) == "set_f1"
-    assert auto_selection_metric(['["a"]'] * (AUTO_SELECT_MAX_REPLIES + 1), n_train=10**6) is None
+    assert auto_selection_metric(lists) == "set_f1"
+    assert auto_selection_metric(objects) == "field_acc"
+    assert auto_selection_metric([*lists, *objects]) is None  # no one metric scores both
+    assert auto_selection_metric(["free text", '["a"]']) is None  # prose: validation loss
+    assert auto_selection_metric(['[1, 2]']) is None  # set-F1 needs lists of strings
+    assert auto_selection_metric([]) is None
+    # Generating the replies must stay a small share of the run: a quarter as many as training examples, but enough
+    # not to choose by noise, and never more than the cap; a small validation set is scored whole.
+    assert auto_selection_size(n_valid=100, n_train=100) == 25  # the cookbook's split: 100 to train, 100 to validate
+    assert auto_selection_size(n_valid=100, n_train=40) == AUTO_SELECT_MIN_REPLIES
+    assert auto_selection_size(n_valid=12, n_train=40) == 12
+    assert auto_selection_size(n_valid=5000, n_train=10**6) == AUTO_SELECT_MAX_REPLIES
 
 
 def test_auto_metrics_and_aggregate():

@@ -16,7 +16,14 @@ import ftlab.config
 from ftlab.config import AUTO_RULES, TrainConfig, auto_batch_size, auto_by_steps, auto_epochs
 from ftlab.data.schema import parse_example
 from ftlab.models import load_tokenizer
-from ftlab.train.recipe import last_checkpoint, length_grouped_batches, overfitting, plot_losses, train
+from ftlab.train.recipe import (
+    choose_select_by,
+    last_checkpoint,
+    length_grouped_batches,
+    overfitting,
+    plot_losses,
+    train,
+)
 from ftlab.train.tokenize import IGNORE_INDEX, tokenize_example
 
 MULTI_TURN = {
@@ -297,6 +304,21 @@ def test_bad_training_file_is_refused_before_any_compute(tiny_model_dir: Path, t
 
 
 # ---------------------------------------------------------------------------------------------------------
+def test_select_by_auto_scores_a_seeded_sample_of_a_large_validation_set_and_an_explicit_metric_all_of_it():
+    # The cookbook's split (100 to train, 100 to validate): auto scores 25 replies, not all 100, and not the loss.
+    examples = [parse_example({"messages": [{"role": "user", "content": f"recipe {i}"},
+                                            {"role": "assistant", "content": f'["item {i}"]'}]}, line=i + 1)
+                for i in range(100)]  # fmt: skip
+    auto = TrainConfig(seed=3)
+    metric, scored = choose_select_by(auto, examples, n_train=100, processes=1)
+    assert metric == "set_f1" and len(scored) == 25
+    assert [e.line for e in scored] == sorted(e.line for e in scored)  # kept in file order
+    assert choose_select_by(auto, examples, 100, 1)[1] == scored  # the same sample on a resume
+    assert choose_select_by(TrainConfig(seed=4), examples, 100, 1)[1] != scored
+    assert choose_select_by(TrainConfig(select_by="set_f1"), examples, 100, 1) == ("set_f1", examples)
+    assert choose_select_by(auto, examples, 100, processes=2) == ("valid_loss", examples)
+
+
 # The checkpoint picked by a task metric (select_by)
 # ---------------------------------------------------------------------------------------------------------
 
@@ -317,7 +339,7 @@ def test_a_task_metric_picks_the_checkpoint_and_is_recorded_with_its_cost(tiny_m
     record = json.loads((tmp_path / "run" / "config.json").read_text())
     assert record["selected_by"] == "chrf" and record["best_checkpoint"] == str(result.best_checkpoint.path)
     cost = record["validation_replies"]
-    assert cost["evaluations"] == 4 and 0 < cost["seconds"] < cost["run_seconds"]
+    assert cost["evaluations"] == 4 and cost["replies"] == 6 and 0 < cost["seconds"] < cost["run_seconds"]
     assert cost["share_of_run"] == pytest.approx(cost["seconds"] / cost["run_seconds"], rel=0.01)  # rounded s
     metrics = [e for e in events if e.type == "metrics" and e.data.get("chrf") is not None]
     assert len(metrics) == 4 and ", validation chrf=" in metrics[0].message

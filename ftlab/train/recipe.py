@@ -40,7 +40,7 @@ from torch import nn
 import ftlab
 from ftlab.config import SELECT_AUTO, VALIDATION_LOSS, TrainConfig, runs_dir
 from ftlab.data.schema import ChatExample, DataError, file_sha256, read_examples, template_messages
-from ftlab.data.scoring import applies_to, auto_selection_metric, mean_score
+from ftlab.data.scoring import applies_to, auto_selection_metric, auto_selection_size, mean_score
 from ftlab.models import Precision, best_precision, load_model, load_tokenizer, set_threads
 from ftlab.train.tokenize import IGNORE_INDEX, Tokenized, tokenize_example
 
@@ -392,14 +392,22 @@ def autocast(device: torch.device, precision: Precision, model: nn.Module) -> It
 ScoreReplies = Callable[[list[ChatExample], list[str]], float]  # (validation examples, replies) → higher is better
 
 
-def choose_select_by(config: TrainConfig, valid_examples: list[ChatExample], n_train: int, processes: int) -> str:
-    """What `select_by auto` stands for in this run: `auto_selection_metric` of the validation references (JSON
-    replies are judged by set_f1 or field_acc), valid_loss otherwise and when several processes train (replies are
-    generated in one process only). Any other `select_by` is kept."""
+def choose_select_by(
+    config: TrainConfig, valid_examples: list[ChatExample], n_train: int, processes: int
+) -> tuple[str, list[ChatExample]]:
+    """What `select_by` stands for in this run, and the validation examples whose replies each evaluation scores.
+    `auto` is `auto_selection_metric` of the validation references (JSON replies are judged by set_f1 or
+    field_acc) on a sample of `auto_selection_size` examples drawn with the run's seed, kept in file order; it is
+    valid_loss otherwise and when several processes train (replies are generated in one process only). Any other
+    `select_by` is kept and scores every validation example."""
     if config.select_by != SELECT_AUTO:
-        return config.select_by
-    metric = auto_selection_metric([e.reference() for e in valid_examples], n_train) if processes == 1 else None
-    return metric or VALIDATION_LOSS
+        return config.select_by, valid_examples
+    metric = auto_selection_metric([e.reference() for e in valid_examples]) if processes == 1 else None
+    if metric is None:
+        return VALIDATION_LOSS, valid_examples
+    size = auto_selection_size(len(valid_examples), n_train)
+    kept = sorted(random.Random(config.seed).sample(range(len(valid_examples)), size))
+    return metric, [valid_examples[i] for i in kept]
 
 
 def reply_scorer(
@@ -516,9 +524,11 @@ def overfitting(evals: list[tuple[float, float]]) -> bool:
     return v2 > v1 > v0 and t2 < t1 < t0
 
 
-def scoring_cost(seconds: float, evaluations: int, run_seconds: float) -> dict[str, float]:
-    """What generating and scoring the validation replies cost this run (this attempt, when resumed)."""
-    return {"seconds": round(seconds, 2), "evaluations": evaluations, "run_seconds": round(run_seconds, 2),
+def scoring_cost(seconds: float, evaluations: int, replies: int, run_seconds: float) -> dict[str, float]:
+    """What generating and scoring the validation replies cost this run (this attempt, when resumed): `replies` at
+    each of `evaluations`."""
+    return {"seconds": round(seconds, 2), "evaluations": evaluations, "replies": replies,
+            "run_seconds": round(run_seconds, 2),
             "share_of_run": round(seconds / run_seconds, 4) if run_seconds > 0 else 0.0}  # fmt: skip
 
 
@@ -667,13 +677,15 @@ def train(
     train_examples, train_items = tokenize_file(tokenizer, train_file, config.max_length)
     valid_examples, valid_items = (tokenize_file(tokenizer, validation_file, config.max_length) if validation_file
                                    else ([], []))  # fmt: skip
-    select_by = choose_select_by(config, valid_examples, len(train_examples), accelerator.num_processes)
+    select_by, scored = choose_select_by(config, valid_examples, len(train_examples), accelerator.num_processes)
     if select_by != config.select_by:
         config = config.model_copy(update={"select_by": select_by})
         if config.selects_by_task_metric:
-            emit(TrainEvent("message", f"select_by auto: {select_by}, scored on replies generated for the "
-                            f"{len(valid_examples)} validation examples at each evaluation (their replies are JSON)"))
-    scorer = reply_scorer(config, valid_examples, validation_file, score_validation)
+            which = (f"the {len(scored)}" if len(scored) == len(valid_examples)
+                     else f"{len(scored)} of the {len(valid_examples)} (a sample drawn with the run's seed)")
+            emit(TrainEvent("message", f"select_by auto: {select_by}, scored on replies generated for {which} "
+                            "validation examples at each evaluation (their replies are JSON)"))
+    scorer = reply_scorer(config, scored, validation_file, score_validation)
     truncated = [item.line for item in train_items if item.truncated_tokens]
     if truncated:
         emit(TrainEvent("warning", f"{len(truncated)} training examples exceed max_length={config.max_length} "
@@ -733,7 +745,7 @@ def train(
 
         reply_batch = max(VALIDATION_REPLY_BATCH, int(config.batch_size))
         chat = ChatModel.around(model, tokenizer, device, batch_size=reply_batch)
-        reply_budget = default_max_new_tokens(chat, [e.reference() for e in valid_examples])
+        reply_budget = default_max_new_tokens(chat, [e.reference() for e in scored])
     scoring_seconds, n_scored = 0.0, 0
 
     # 4. Resume from the last complete epoch, if asked and there is one.
@@ -786,8 +798,8 @@ def train(
                 value = valid_loss
                 if scorer is not None:
                     scoring_started = time.perf_counter()
-                    replies = generate_replies(chat, loss_module, valid_examples, reply_budget, device, precision)
-                    value = scorer(valid_examples, replies)
+                    replies = generate_replies(chat, loss_module, scored, reply_budget, device, precision)
+                    value = scorer(scored, replies)
                     row[metric] = round(value, 6)
                     scoring_seconds += time.perf_counter() - scoring_started
                     n_scored += 1
@@ -844,7 +856,7 @@ def train(
     metrics_csv = output_dir / "metrics.csv"
     checkpoints = loop.checkpoints
     best = best_checkpoint(checkpoints, config)
-    cost = scoring_cost(scoring_seconds, n_scored, time.perf_counter() - run_started) if n_scored else None
+    cost = scoring_cost(scoring_seconds, n_scored, len(scored), time.perf_counter() - run_started) if n_scored else None
     save_checkpoint(accelerator, model, tokenizer, final_dir, resumable=False, prepared=loss_module)
     peak_memory = peak_memory_mib(accelerator)
     if accelerator.is_main_process:
@@ -863,7 +875,7 @@ def train(
         (output_dir / "config.json").write_text(json.dumps(record, indent=2))
     if cost:
         emit(TrainEvent("message", f"Validation replies for {metric}: {n_scored} evaluations of "
-                        f"{len(valid_examples)} replies (at most {reply_budget} tokens each) took "
+                        f"{len(scored)} replies (at most {reply_budget} tokens each) took "
                         f"{cost['seconds']:.1f} s, {cost['share_of_run']:.0%} of this run's "
                         f"{cost['run_seconds']:.0f} s", cost))  # fmt: skip
     emit(TrainEvent("message", "The job has successfully completed" if status == "succeeded"
