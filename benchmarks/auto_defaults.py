@@ -8,10 +8,11 @@ none — and labels.txt for a classification set) it trains
       are JSON lists, validation loss on the others);
   (b) an N-trial sweep, `ftlab sweep TRAIN --validation VAL --metric M --trials N` (default space, epochs capped by
       --max-epochs): its best trial's checkpoint;
-and scores them on the test split with `ftlab eval`'s code, printing one table (dataset, rule, settings, the task
-metric, JSON validity or the valid-label rate, minutes) and writing every number as JSON. The metric: set_f1 when
-the references are JSON lists, exact (accuracy) with a label set, chrf otherwise. Every run is recorded as usual
-(FTLAB_HOME), so the trials are on the dashboard too.
+and scores them on the test split with `ftlab eval`'s code — and on test_more.jsonl, a larger test file, where the
+folder has one (recipes_real) — printing one table (dataset, rule, settings, the task metric, JSON validity or the
+valid-label rate, minutes) and writing every number as JSON. The metric: set_f1 when the references are JSON
+lists, exact (accuracy) with a label set, chrf otherwise. Every run is recorded as usual (FTLAB_HOME), so the trials
+are on the dashboard too.
 
 The measurement behind `auto` (hours on a 2-core CPU; the lead's, on a quiet machine):
     python benchmarks/auto_defaults.py --trials 20 --json auto.json
@@ -72,23 +73,26 @@ class Arm:
     checkpoint: str
     minutes: float
     test: dict[str, float] = field(default_factory=dict)
+    test_more: dict[str, float] = field(default_factory=dict)  # the same, on the folder's test_more.jsonl if any
     validation_replies_share: float | None = None  # a sweep's: generating the validation replies, of run time
 
 
-def prepared(folder: Path, work: Path, limit: int | None) -> tuple[Path, Path, Path]:
-    """(train, val, test) files: the folder's, cut to `limit` examples each, with val split off train if absent."""
+def prepared(folder: Path, work: Path, limit: int | None) -> dict[str, Path]:
+    """The folder's train, val and test files — and test_more, a second test file, where there is one — cut to
+    `limit` examples each, with val split off train if absent."""
     work.mkdir(parents=True, exist_ok=True)
-    train_file, val_file = folder / "train.jsonl", folder / "val.jsonl"
-    if not val_file.exists():
-        split = split_file(train_file, work / "split", val=0.2, test=0.0, seed=7)
-        train_file, val_file = split.paths()["train"], split.paths()["val"]
-    files = []
-    for name, path in (("train", train_file), ("val", val_file), ("test", folder / "test.jsonl")):
+    files = {"train": folder / "train.jsonl", "val": folder / "val.jsonl", "test": folder / "test.jsonl"}
+    if not files["val"].exists():
+        split = split_file(files["train"], work / "split", val=0.2, test=0.0, seed=7)
+        files["train"], files["val"] = split.paths()["train"], split.paths()["val"]
+    if (folder / "test_more.jsonl").exists():
+        files["test_more"] = folder / "test_more.jsonl"
+    kept = {}
+    for name, path in files.items():
         lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-        kept = work / f"{name}.jsonl"
-        kept.write_text("".join(lines[:limit] if limit else lines), encoding="utf-8")
-        files.append(kept)
-    return files[0], files[1], files[2]
+        kept[name] = work / f"{name}.jsonl"
+        kept[name].write_text("".join(lines[:limit] if limit else lines), encoding="utf-8")
+    return kept
 
 
 def task_metric(val_file: Path, labels: list[str] | None) -> str:
@@ -142,30 +146,38 @@ def by_sweep(dataset: str, base: TrainConfig, train_file: Path, val_file: Path, 
 
 def measure(folder: Path, args: argparse.Namespace, work: Path) -> list[Arm]:
     dataset = folder.name
-    train_file, val_file, test_file = prepared(folder, work / dataset, args.limit)
+    files = prepared(folder, work / dataset, args.limit)
+    train_file, val_file = files["train"], files["val"]
     labels = read_labels(folder / "labels.txt") if (folder / "labels.txt").exists() else None
     metric = task_metric(val_file, labels)
     arms = [by_rule(dataset, rule, args.model, train_file, val_file) for rule in args.rules]
     if args.trials:
         base = TrainConfig(model=args.model, select_by=metric, labels=labels)
         arms.append(by_sweep(dataset, base, train_file, val_file, args.trials, args.max_epochs))
-    result = evaluate(test_file, [resolve_ref(arm.checkpoint) for arm in arms], EvalOptions(labels=labels))
     shown = (TEST_METRIC[metric], "valid_label" if labels else "json_valid")
-    for arm, scored in zip(arms, result.models, strict=True):
-        arm.test = {key: scored.summary[key] for key in shown if scored.summary.get(key) is not None}
+    for split in ("test", "test_more"):
+        if split not in files:
+            continue
+        result = evaluate(files[split], [resolve_ref(arm.checkpoint) for arm in arms], EvalOptions(labels=labels))
+        for arm, scored in zip(arms, result.models, strict=True):
+            setattr(arm, split, {key: scored.summary[key] for key in shown if scored.summary.get(key) is not None})
     return arms
 
 
 def print_table(arms: list[Arm]) -> None:
-    rows = [("dataset", "rule", "settings", "metric", "json_valid / valid_label", "minutes")]
+    more = any(arm.test_more for arm in arms)
+    rows = [("dataset", "rule", "settings", "metric", "json_valid / valid_label", *(("test_more",) if more else ()),
+             "minutes")]  # fmt: skip
     for arm in arms:
         s = arm.settings
         settings = (f"{s['n_epochs']} ep, lr x{s['learning_rate_multiplier']:.3g}, batch {s['batch_size']}, "
                     f"{s['adapter']} r{s['lora_r']}/a{s['lora_alpha']}"
                     + (f", lora+ {s['loraplus_lr_ratio']:g}" if s.get("loraplus_lr_ratio") else ""))  # fmt: skip
         (metric, value), *valid = arm.test.items()
+        second = " / ".join(f"{value:.3f}" for value in arm.test_more.values()) or "–"
         rows.append((arm.dataset, arm.rule, settings, f"{metric} {value:.3f}",
-                     f"{valid[0][0]} {valid[0][1]:.3f}" if valid else "–", f"{arm.minutes:.1f}"))  # fmt: skip
+                     f"{valid[0][0]} {valid[0][1]:.3f}" if valid else "–", *((second,) if more else ()),
+                     f"{arm.minutes:.1f}"))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print(" | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
