@@ -167,6 +167,9 @@ def test_openai_endpoint_model(test_file: Path):
                             model=model)
     assert result.summary["set_f1"] == pytest.approx(0.75) and result.summary["json_valid"] == pytest.approx(0.75)
     assert all(b["temperature"] == 0.0 and b["model"] == "teacher-1" for b in seen)
+    done: list[int] = []
+    model.generate([[{"role": "user", "content": RECIPES[0][0]}]] * 3, on_done=done.append)
+    assert done == [1, 1, 1]  # each reply tells the progress bar as it arrives
     seen.clear()
     evaluate_model(spec, read_examples(test_file), ["exact"], EvalOptions(decode="constrained", labels=["a", "b"]),
                    model=model)

@@ -23,7 +23,9 @@ CONVERSATIONS = [
 def test_batched_greedy_equals_one_by_one(tiny_model_dir: Path) -> None:
     chat = ChatModel(str(tiny_model_dir))
     batched = chat.generate(CONVERSATIONS, max_new_tokens=12, batch_size=3)
-    single = [chat.generate([c], max_new_tokens=12)[0] for c in CONVERSATIONS]
+    done: list[int] = []  # what a progress bar is told: one call per batch of finished replies
+    single = chat.generate(CONVERSATIONS, max_new_tokens=12, batch_size=1, on_done=done.append)
+    assert done == [1, 1, 1]
     assert [c.text for c in batched] == [c.text for c in single]
     assert all(c.completion_tokens <= 12 and c.prompt_tokens > 5 for c in batched)
     assert {c.finish_reason for c in batched} <= {"stop", "length"}

@@ -71,7 +71,7 @@ def demo_command(
     tuned_ref = ModelRef(f"tuned (LoRA, epoch {best.epoch})" if best else "tuned (LoRA)", BUNDLED_MODEL, "adapter",
                          best.path if best else result.final_dir)  # fmt: skip
     specs = [ModelRef("base", BUNDLED_MODEL), tuned_ref]
-    evaluation = evaluate(test_file, specs, EvalOptions(metrics=["exact", "json_valid", "set_f1"]),
+    evaluation = evaluate(test_file, specs, EvalOptions(metrics=["exact", "json_valid", "set_f1"], progress=True),
                           on_model=lambda spec, n, total: console.print(f"generating with {spec.name} ({n}/{total})"))
     evaluation.write(output / "eval.json")
     report = write_report(evaluation, output / "report")

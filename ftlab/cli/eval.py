@@ -156,7 +156,8 @@ def eval_command(
         specs = resolve_refs(model, adapter)
         options = EvalOptions(metrics=parse_metrics(metrics), max_new_tokens=max_new_tokens, batch_size=batch_size,
                               baseline=baseline, labels=read_labels(labels) if labels else None, decode=decode,
-                              fallback=fallback, json_schema=read_schema(json_schema) if json_schema else None)
+                              fallback=fallback, json_schema=read_schema(json_schema) if json_schema else None,
+                              progress=True)
         judge_specs = resolve_refs(judge_model) if judge_model else []
         if judge and not judge_specs:
             raise ValueError("--judge needs a --judge-model")

@@ -41,6 +41,7 @@ class EvalOptions:
     batch_size: int = 8
     baseline: str | None = None  # the model the others are compared with (default: the first)
     n_resamples: int = 10_000
+    progress: bool = False  # a progress bar of the replies generated (what the CLI shows)
 
     def check(self) -> None:
         if self.decode not in DECODE_MODES:
@@ -96,7 +97,7 @@ class EvalResult:
         return next((m for m in HEADLINE_ORDER if m in keys), "exact")
 
     def to_dict(self) -> dict[str, Any]:
-        options = {k: v for k, v in vars(self.options).items() if k != "labels"}
+        options = {k: v for k, v in vars(self.options).items() if k not in ("labels", "progress")}
         options["n_labels"] = len(self.options.labels) if self.options.labels else None
         return {"test_file": self.test_file, "created_at": self.created_at, "metrics": self.metrics,
                 "headline": self.headline, "options": options, "comparisons": self.comparisons,
@@ -115,6 +116,10 @@ def generate_outputs(model: ChatBackend, conversations: list[list[dict[str, Any]
     """What `model` answers to each conversation under the chosen decoding: a dict per example with `output`
     (and `raw_output` when the nearest-label fallback replaced it), token counts and finish reason. `tools`: the
     functions every conversation may call (their calls are part of the output's text)."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(conversations), desc="replies", unit="reply", dynamic_ncols=True, leave=False,
+               disable=not options.progress)  # fmt: skip
     if options.decode == "rank":
         if not model.local:
             raise ValueError("--decode rank needs a local model (it reads the model's logits); with an endpoint "
@@ -126,6 +131,8 @@ def generate_outputs(model: ChatBackend, conversations: list[list[dict[str, Any]
             best = int(scores.argmax())
             rows.append({"output": options.labels[best], "prompt_tokens": len(model.prompt_ids(messages)),
                          "completion_tokens": 0, "finish_reason": "rank", "label_logprob": float(scores[best])})
+            bar.update()
+        bar.close()
         return rows
     completions = model.generate(
         conversations,
@@ -133,7 +140,9 @@ def generate_outputs(model: ChatBackend, conversations: list[list[dict[str, Any]
         labels=options.labels if options.decode == "constrained" else None,
         json_schema=options.json_schema,
         tools=tools,
+        on_done=bar.update,
     )
+    bar.close()
     rows = [{"output": c.text, "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
              "finish_reason": c.finish_reason} for c in completions]
     if options.fallback == "nearest":

@@ -9,7 +9,7 @@ processor — is asked through `local`: an endpoint gets the constraint as a req
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -44,11 +44,13 @@ class ChatBackend(Protocol):
         labels: list[str] | None = None,
         json_schema: dict[str, Any] | None = None,
         tools: list[dict[str, Any]] | None = None,
+        on_done: Callable[[int], object] | None = None,
     ) -> list[Completion]:
         """One completion per conversation, in the input order (greedy unless temperature > 0). `labels`: the
         reply is exactly one of them; `json_schema`: the reply is JSON valid under it; `tools`: the functions
         the model may call (OpenAI's `tools`), its calls written in the reply's text as ftlab writes them
-        (`ftlab.data.tools`), so a local and a remote reply read alike."""
+        (`ftlab.data.tools`), so a local and a remote reply read alike. `on_done(n)`: told as each n replies
+        are finished (a progress bar's `update`)."""
         ...
 
 

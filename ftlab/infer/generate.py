@@ -8,7 +8,7 @@ model's own chat template and generates in left-padded batches through transform
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -149,6 +149,7 @@ class ChatModel:
         tools: list[dict[str, Any]] | None = None,
         constraint: Constraint | None = None,
         batch_size: int | None = None,
+        on_done: Callable[[int], object] | None = None,
     ) -> list[Completion]:
         """One completion per conversation (greedy unless temperature > 0), in the input order.
 
@@ -156,7 +157,7 @@ class ChatModel:
         a `constraint` of its own (from `ftlab.infer.constrained`) passes it instead. `tools`: the tool
         definitions every conversation may call (the replies' `<tool_call>` blocks are read with
         `ftlab.data.tools.parse`). Conversations are batched by prompt length (`batch_size`, default the
-        model's) so little work goes to padding.
+        model's) so little work goes to padding. `on_done(n)` is told as each batch of n replies is finished.
         """
         if labels or json_schema is not None:
             constraint = self.constraint(labels, json_schema)
@@ -177,6 +178,8 @@ class ChatModel:
                 batch, self._generate_batch([prompts[i] for i in batch], config, stop, constraint), strict=True
             ):
                 results[index] = completion
+            if on_done is not None:
+                on_done(len(batch))
         return [r for r in results if r is not None]
 
     def _generate_batch(

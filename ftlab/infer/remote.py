@@ -5,6 +5,7 @@ honour `Retry-After`. One request per conversation, `concurrency` at once."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -69,6 +70,7 @@ class RemoteChatModel:
         labels: list[str] | None = None,
         json_schema: dict[str, Any] | None = None,
         tools: list[dict[str, Any]] | None = None,
+        on_done: Callable[[int], object] | None = None,
     ) -> list[Completion]:
         """One completion per conversation, requested `concurrency` at a time, in the input order. `labels` is
         sent as ftlab serve's label-set extension, `json_schema` as OpenAI's `response_format`; the reply's
@@ -85,5 +87,11 @@ class RemoteChatModel:
             options["extra_body"] = {"labels": list(labels)}
         if tools:
             options["tools"] = tools
+        def complete(messages: list[dict[str, Any]]) -> Completion:
+            completion = self._complete(messages, options)
+            if on_done is not None:
+                on_done(1)
+            return completion
+
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            return list(pool.map(lambda messages: self._complete(messages, options), conversations))
+            return list(pool.map(complete, conversations))
