@@ -52,8 +52,8 @@ SMALL_SET_LR_MULTIPLIER = 2.5
 # or `judge:MODEL`, a score judge's verdict. `valid_label_rate` is another spelling of `valid_label`. The default,
 # "auto", is the JSON metric when the validation replies are JSON (`ftlab.data.scoring.auto_selection_metric`; the
 # recipe chooses, having read them, and scores a seeded sample sized by the training set) and validation loss
-# otherwise: on 100 real recipes it named epoch 5 where the loss named epoch 3, set-F1 0.78 -> 0.83 and JSON valid
-# 0.94 -> 0.98 on the test split.
+# otherwise: on 100 real recipes it named epoch 5 where the loss named epoch 3 (set-F1 0.811 -> 0.825 on 200
+# held-out recipes: within the noise, a 95% interval of -0.011 to +0.038).
 VALIDATION_LOSS = "valid_loss"
 SELECT_AUTO = "auto"
 TASK_METRICS = ("exact", "contains", "json_valid", "set_f1", "field_acc", "chrf", "valid_label")

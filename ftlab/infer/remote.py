@@ -87,6 +87,7 @@ class RemoteChatModel:
             options["extra_body"] = {"labels": list(labels)}
         if tools:
             options["tools"] = tools
+
         def complete(messages: list[dict[str, Any]]) -> Completion:
             completion = self._complete(messages, options)
             if on_done is not None:
