@@ -48,6 +48,8 @@ def test_eval_cli_writes_outputs_that_match_generation(tiny_model_dir: Path, tes
     assert result.exit_code == 0, result.output
     assert "set-F1" in result.output and "json valid" in result.output
     written = json.loads(out.read_text())
+    tokens_out = sum(e["completion_tokens"] for e in written["models"][0]["examples"]) / len(read_examples(test_file))
+    assert f" {tokens_out:.1f} " in result.output  # the table's tokens out, though "length" is not a chosen metric
     assert written["metrics"] == ["exact", "json_valid", "set_f1"]
     [model] = written["models"]
     examples = read_examples(test_file)
