@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,8 +38,8 @@ def summary_table(result) -> Table:
         for key, _ in shown:
             value = model.summary.get(key)
             cells.append("—" if value is None else f"{value:.1f}" if key == "bleu" else f"{value:.3f}")
-        counted = [e["completion_tokens"] for e in model.examples if e.get("completion_tokens") is not None]
-        cells.append(f"{statistics.fmean(counted):.1f}" if counted else "—")  # every reply's, whatever the metrics
+        tokens_out = model.mean_per_example("completion_tokens")  # every reply's, whatever the metrics
+        cells.append(f"{tokens_out:.1f}" if model.examples else "—")
         cells.append(f"{model.seconds / max(1, len(model.examples)):.2f}")
         table.add_row(model.spec.name, *cells)
     return table

@@ -67,6 +67,10 @@ class ModelResult:
     def scores(self, metric: str) -> list[float | None]:
         return [example["scores"].get(metric) for example in self.examples]
 
+    def mean_per_example(self, key: str) -> float:
+        """The mean of a per-example count (`prompt_tokens`, `completion_tokens`) over the examples; 0 for none."""
+        return sum(example[key] for example in self.examples) / max(1, len(self.examples))
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.spec.name, "spec": self.spec.describe(), "summary": self.summary,
                 "load_seconds": self.load_seconds, "seconds": self.seconds,

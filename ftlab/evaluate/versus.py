@@ -196,9 +196,8 @@ def _score_groundedness(result: ModelResult, tests: Sequence[ChatExample], promp
 
 
 def _usage(result: ModelResult) -> Usage:
-    n = max(1, len(result.examples))
-    return Usage(len(result.examples), sum(e["prompt_tokens"] for e in result.examples) / n,
-                 sum(e["completion_tokens"] for e in result.examples) / n, result.seconds / n)  # fmt: skip
+    return Usage(len(result.examples), result.mean_per_example("prompt_tokens"),
+                 result.mean_per_example("completion_tokens"), result.seconds / max(1, len(result.examples)))
 
 
 def _training_cost(arm: Arm, ref: ModelRef, plan: Plan) -> tuple[dict[str, float], str | None]:
