@@ -385,8 +385,9 @@ def _with_adapter(text: str, adapter: str | Path | None) -> str:
 def resolve_init_adapter(config: TrainConfig, *, db: Session | None = None, download: bool = True) -> TrainConfig:
     """The config with `init_adapter` as the adapter folder it names (any spelling here: a folder, run:DIR@best, an
     ft: name) and `model` as that adapter's base. The adapter keeps its own shape (LoRA or DoRA, r, alpha,
-    dropout, target modules), which replaces the defaults; a base or shape set explicitly to something else is
-    refused, like a name that resolves to nothing (`ModelNotFound`). Resolving again gives the same config."""
+    target modules), which replaces the defaults (dropout is the new run's own); a base or shape set explicitly to
+    something else is refused, like a name that resolves to nothing (`ModelNotFound`). Resolving again gives the
+    same config."""
     if not config.init_adapter:
         return config
     start = resolve_ref(config.init_adapter, db=db, download=download)
@@ -396,7 +397,7 @@ def resolve_init_adapter(config: TrainConfig, *, db: Session | None = None, down
     saved = json.loads((start.adapter / "adapter_config.json").read_text(encoding="utf-8"))
     modules = saved["target_modules"]
     shape = {"model": start.model, "adapter": "dora" if saved.get("use_dora") else "lora", "lora_r": saved["r"],
-             "lora_alpha": saved["lora_alpha"], "lora_dropout": saved.get("lora_dropout") or 0.0,
+             "lora_alpha": saved["lora_alpha"],
              "lora_target_modules": sorted(modules) if isinstance(modules, list) else modules}  # fmt: skip
     clashes = [f"{name} {getattr(config, name)!r} (the adapter's is {value!r})" for name, value in shape.items()
                if name in config.model_fields_set and not _same_setting(name, getattr(config, name), value)]

@@ -183,14 +183,16 @@ def evaluate_pairs(loss_module: nn.Module, pairs: list[Pair], reference: torch.T
 
 def prepare_policy(config: TrainConfig, device: torch.device, precision: Precision) -> nn.Module:
     """The model being tuned: a fresh adapter on the base (`recipe.prepare_model`), or `init_adapter` loaded
-    trainable on it."""
+    trainable on it, with this run's dropout (not the one it was trained with)."""
     if not config.init_adapter:
         return prepare_model(config, device, precision)
-    from peft import PeftModel
+    from peft import PeftConfig, PeftModel
 
     model = load_model(config.model, device, precision)
     model.config.use_cache = False
-    return PeftModel.from_pretrained(model, config.init_adapter, is_trainable=True)
+    saved = PeftConfig.from_pretrained(config.init_adapter)
+    saved.lora_dropout = config.lora_dropout
+    return PeftModel.from_pretrained(model, config.init_adapter, is_trainable=True, config=saved)
 
 
 def train_dpo(
