@@ -3,9 +3,9 @@
 For each dataset (a folder with train.jsonl, test.jsonl, val.jsonl — or a seeded fifth of train.jsonl when there is
 none — and labels.txt for a classification set) it trains
   (a) each rule of `ftlab.config.AUTO_RULES` as `ftlab train TRAIN --validation VAL` gets it with no flag set
-      (`TrainConfig.resolve(n, rule=…)`: "cookbook", the default before, and "steps", today's
-      `ftlab.config.auto_by_steps`), the checkpoint `select_by auto` names (set_f1 where the validation replies
-      are JSON lists, validation loss on the others);
+      (`TrainConfig.resolve(n, rule=…)`: "cookbook", "steps" and "wide", today's `ftlab.config.auto_wide`),
+      the checkpoint `select_by auto` names (set_f1 where the validation replies are JSON lists, validation loss
+      on the others);
   (b) an N-trial sweep, `ftlab sweep TRAIN --validation VAL --metric M --trials N` (default space, epochs capped by
       --max-epochs): its best trial's checkpoint;
 and scores them on the test split with `ftlab eval`'s code — and on test_more.jsonl, a larger test file, where the

@@ -25,7 +25,7 @@ import statistics
 from math import nan
 from pathlib import Path
 
-from ftlab.config import BUNDLED_MODEL, TrainConfig
+from ftlab.config import BUNDLED_MODEL, PLAIN_LORA, TrainConfig
 from ftlab.data.schema import read_examples, write_examples
 from ftlab.evaluate.compare_report import write_compare_report
 from ftlab.evaluate.versus import CompareOptions, ComparisonResult, plan_comparison, run_comparison
@@ -40,7 +40,7 @@ def train_run(name: str, folder: Path, args: argparse.Namespace) -> tuple[Path, 
 
     validation = folder / "val.jsonl"
     config = TrainConfig(model=args.model, n_epochs=args.epochs, batch_size=8,
-                         learning_rate_multiplier=args.lr_multiplier)  # fmt: skip
+                         learning_rate_multiplier=args.lr_multiplier, **PLAIN_LORA)  # fmt: skip
     output = args.out / name / "run"
     print(f"[{name}] training {config.adapter} on {folder / 'train.jsonl'} ({args.epochs} epochs) → {output}")
     result = train(config, folder / "train.jsonl", validation if validation.exists() else None, output)
@@ -89,7 +89,7 @@ def compare_set(name: str, args: argparse.Namespace) -> list[str]:
             from ftlab.train.recipe import train
 
             config = TrainConfig(model=args.model, n_epochs=args.epochs, batch_size=8,
-                                 learning_rate_multiplier=args.lr_multiplier)  # fmt: skip
+                                 learning_rate_multiplier=args.lr_multiplier, **PLAIN_LORA)  # fmt: skip
             return resolve_ref(f"run:{train(config, subset, None, out, progress=False).output_dir}@final")
     print(f"[{name}] comparing {', '.join(arms)}")
     result = run_comparison(plan, fit=fit, curve_folder=args.out / name / "curve",

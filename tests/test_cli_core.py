@@ -35,8 +35,9 @@ def test_train_and_generate_from_the_command_line(tiny_model_dir: Path, tmp_path
                                  "--print-mask", "1", "--method", "lora"])  # the old spelling of --adapter
     assert result.exit_code == 0, result.output
     assert "tokens trained" in result.output
-    resolved = "resolved: n_epochs=1 batch_size=3 learning_rate_multiplier=2.5 (lr 5.00e-04) seed=42"
-    assert resolved in " ".join(result.output.split())  # auto: x2.5 on a small set
+    resolved = ("resolved: n_epochs=1 batch_size=3 learning_rate_multiplier=0.37 (lr 7.40e-05) adapter=lora r=64 "
+                "alpha=128 dropout=0.08 loraplus_lr_ratio=4.0 seed=42")
+    assert resolved in " ".join(result.output.split())  # auto's "wide" rule on a small set
     assert (out / "final" / "adapter_model.safetensors").exists()
     generated = runner.invoke(app, ["generate", "--model", str(tiny_model_dir), "--adapter", str(out / "final"),
                                     "--user", "say 1", "--max-new-tokens", "4"])

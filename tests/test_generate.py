@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ftlab.config import BUNDLED_MODEL, TrainConfig
+from ftlab.config import BUNDLED_MODEL, PLAIN_LORA, TrainConfig
 from ftlab.infer.generate import ChatModel
 from ftlab.models import load_tokenizer
 from ftlab.train.recipe import train
@@ -60,7 +60,8 @@ def _adapter_roundtrip(model_dir: Path, tmp_path: Path, n_epochs: int = 1) -> No
         for i in range(8):
             handle.write(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
                                                   {"role": "assistant", "content": f"a{i}"}]}) + "\n")
-    config = TrainConfig(model=str(model_dir), n_epochs=n_epochs, batch_size=4, learning_rate_multiplier=10.0)
+    config = TrainConfig(model=str(model_dir), n_epochs=n_epochs, batch_size=4, learning_rate_multiplier=10.0,
+                         **PLAIN_LORA)  # x10 is a plain LoRA's rate: with auto's LoRA+ B would learn 4 times faster
     result = train(config, data, data, tmp_path / "run", progress=False)
     rows = [line.split(",") for line in result.metrics_csv.read_text().splitlines()[1:]]
     assert float(rows[-1][1]) < float(rows[0][1]), "training loss should fall"

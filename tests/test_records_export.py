@@ -64,7 +64,7 @@ def test_a_cli_run_is_recorded_while_it_trains_then_exported_to_mlflow(tiny_mode
     assert mlrun.info.status == "FINISHED" and mlrun.info.run_name == run_id
     assert mlrun.data.tags["ftlab.run_id"] == run_id and mlrun.data.tags["ftlab.code_version"]
     params = mlrun.data.params
-    assert params["lora_r"] == "16" and params["n_epochs"] == "2" and params["model"] == str(tiny_model_dir)
+    assert params["lora_r"] == "64" and params["n_epochs"] == "2" and params["model"] == str(tiny_model_dir)
     assert params["dataset_sha256.train"] == result.dataset_sha256["train"]
     history = client.get_metric_history(exported.mlflow_run_id, "train_loss")
     csv_rows = result.metrics_csv.read_text().splitlines()[1:]

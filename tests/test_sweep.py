@@ -113,7 +113,8 @@ def test_a_three_trial_sweep_with_pruning_lands_in_the_records_and_on_the_dashbo
     (tmp_path / "space.yaml").write_text(SPACE)
     result = runner.invoke(app, ["sweep", str(data[0]), "--validation", str(data[1]), "--metric", "chrf",
                                  "--trials", "3", "--space", str(tmp_path / "space.yaml"), "--study", "three",
-                                 "--model", str(tiny_model_dir), "--batch-size", "4"])  # fmt: skip
+                                 "--model", str(tiny_model_dir), "--batch-size", "4", "--lora-r", "16",
+                                 "--lora-dropout", "0", "--loraplus-lr-ratio", "1"])  # the adapter measured below
     assert result.exit_code == 0, result.output
     study = optuna.load_study(study_name="three", storage=study_storage())
     trials = study.get_trials()

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 import ftlab.config
-from ftlab.config import AUTO_RULES, TrainConfig, auto_batch_size, auto_by_steps, auto_epochs
+from ftlab.config import AUTO_RULES, PLAIN_LORA, TrainConfig, auto_batch_size, auto_by_steps, auto_epochs, auto_wide
 from ftlab.data.schema import parse_example
 from ftlab.models import load_tokenizer
 from ftlab.train.recipe import (
@@ -57,7 +57,9 @@ def data(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def tiny_config(model: Path, **overrides) -> TrainConfig:
-    values = {"model": str(model), "n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 20.0, "seed": 7}
+    """The tiny model's runs: the scenarios below were built (and their numbers measured) on a plain rank-16 LoRA."""
+    values = {"model": str(model), "n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 20.0, "seed": 7,
+              **PLAIN_LORA}
     return TrainConfig(**{**values, **overrides})
 
 
@@ -107,6 +109,21 @@ def test_the_steps_rule_gives_small_sets_steps_and_a_larger_learning_rate() -> N
     stepped = TrainConfig().resolve(80, rule="steps")
     assert (stepped.n_epochs, stepped.batch_size, stepped.learning_rate_multiplier) == (6, 8, 2.5)
     assert TrainConfig(n_epochs=2).resolve(80, rule="steps").n_epochs == 2  # a value given stays
+    assert (stepped.lora_r, stepped.lora_alpha, stepped.lora_dropout, stepped.loraplus_lr_ratio) == (16, 32, 0.0, None)
+
+
+def test_the_wide_rule_gives_a_rank_64_lora_plus_adapter_90_steps() -> None:
+    assert auto_wide(100, 8)["n_epochs"] == 7 and auto_wide(80, 8)["n_epochs"] == 9  # 13 and 10 steps an epoch
+    assert auto_wide(240, 8)["n_epochs"] == 3 and auto_wide(20, 2)["n_epochs"] == 9  # the cookbook's 3; 90 / 10
+    wide = TrainConfig().resolve(100, rule="wide")
+    assert (wide.n_epochs, wide.learning_rate_multiplier, wide.lora_r, wide.lora_alpha, wide.lora_dropout,
+            wide.loraplus_lr_ratio) == (7, 0.37, 64, 128, 0.08, 4.0)  # fmt: skip
+    # A rank given keeps the adapter's scale (alpha twice the rank); LoRA+ turned off stays off.
+    assert TrainConfig(lora_r=8).resolve(100, rule="wide").lora_alpha == 16
+    assert TrainConfig(loraplus_lr_ratio=None).resolve(100, rule="wide").loraplus_lr_ratio is None
+    # Measured on supervised adapters only: full fine-tuning and DPO resolve as under "steps".
+    for other in (TrainConfig(adapter="full"), TrainConfig(method="dpo")):
+        assert other.resolve(100, rule="wide") == other.resolve(100, rule="steps")
 
 
 @pytest.mark.parametrize("rule", AUTO_RULES)
@@ -116,7 +133,8 @@ def test_auto_rule_is_the_one_line_that_switches_the_default(rule: str, monkeypa
     monkeypatch.setattr(ftlab.config, "AUTO_RULE", rule)
     resolved = TrainConfig().resolve(80)
     assert resolved == TrainConfig().resolve(80, rule=rule)
-    assert (resolved.n_epochs, resolved.learning_rate_multiplier) == {"cookbook": (3, 1.0), "steps": (6, 2.5)}[rule]
+    assert (resolved.n_epochs, resolved.learning_rate_multiplier) == {"cookbook": (3, 1.0), "steps": (6, 2.5),
+                                                                       "wide": (9, 0.37)}[rule]  # fmt: skip
     assert TrainConfig(learning_rate_multiplier=1.5).resolve(80).learning_rate_multiplier == 1.5
 
 
@@ -290,6 +308,7 @@ def test_loraplus_makes_the_b_matrices_learn_faster(tiny_model_dir: Path, data, 
     plain, plus = adapter_norms(None), adapter_norms(16.0)
     assert plus["lora_B"] / plain["lora_B"] > 10
     assert plus["lora_A"] == pytest.approx(plain["lora_A"], rel=0.01)
+    assert adapter_norms(1.0) == plain  # a ratio of 1 is plain LoRA, how a user turns off a rule's LoRA+
 
 
 def test_bad_training_file_is_refused_before_any_compute(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -16,13 +16,14 @@ import typer
 from rich.console import Console
 
 from ftlab.cli.output import print_table
-from ftlab.config import BUNDLED_MODEL, TrainConfig, runs_dir
+from ftlab.config import BUNDLED_MODEL, PLAIN_LORA, TrainConfig, runs_dir
 
 console = Console()
 DEMO_DATA = Path(__file__).resolve().parents[2] / "examples" / "recipes"
 
-# The demo's settings, chosen by measurement on the shipped data (see README: "What the demo shows").
-DEMO_CONFIG = {"n_epochs": 5, "batch_size": 8, "learning_rate_multiplier": 2.5, "lora_r": 16, "lora_alpha": 32}
+# The demo's settings, chosen by measurement on the shipped data (see README: "What the demo shows"): a rank-16
+# plain LoRA for 5 epochs, which a new user waits less for than "auto"'s rank-64 LoRA+ adapter for 7.
+DEMO_CONFIG = {"n_epochs": 5, "batch_size": 8, "learning_rate_multiplier": 2.5, **PLAIN_LORA}
 
 
 def validate_split(path: Path) -> None:

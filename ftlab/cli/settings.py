@@ -34,7 +34,11 @@ def _schema(setting: str) -> dict[str, Any]:
 
 
 def _choices(schema: dict[str, Any]) -> list[dict[str, Any]]:
-    return [c for c in schema.get("oneOf") or schema.get("anyOf") or [schema] if c.get("type") != "null"]
+    """The kinds of value a field takes, nested unions flattened (`FLOAT|auto` or null), null left out."""
+    choices = schema.get("oneOf") or schema.get("anyOf")
+    if not choices:
+        return [schema] if schema.get("type") != "null" else []
+    return [kind for choice in choices for kind in _choices(choice)]
 
 
 def _flag_value(setting: str, text: str) -> str | list[str]:

@@ -135,10 +135,13 @@ def train_command(
             err.print(f"[bold yellow]warning:[/] {exc} (retry with `ftlab runs export {run_id} --mlflow {mlflow}`)")
     c = result.config
     beta = f" beta={c.beta}" if c.method == "dpo" else ""
+    shape = "" if c.adapter == "full" else (f" r={c.lora_r} alpha={c.lora_alpha} dropout={c.lora_dropout}"
+                                            f" loraplus_lr_ratio={c.loraplus_lr_ratio}")  # fmt: skip
     console.print(
         f"\n[bold]Run folder:[/] {result.output_dir}\n"
         f"  resolved: n_epochs={c.n_epochs} batch_size={c.batch_size} "
-        f"learning_rate_multiplier={c.learning_rate_multiplier} (lr {c.learning_rate:.2e}){beta} seed={c.seed}\n"
+        f"learning_rate_multiplier={c.learning_rate_multiplier} (lr {c.learning_rate:.2e}){beta} adapter={c.adapter}"
+        f"{shape} seed={c.seed}\n"
         f"  final adapter: {result.final_dir}\n  metrics: {result.metrics_csv}\n"
         f"  loss plot: {result.output_dir / 'loss.png'}\n  peak memory: {describe_memory(result.peak_memory_mib)}"
     )

@@ -244,8 +244,9 @@ def prepare_model(config: TrainConfig, device: torch.device, precision: Precisio
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW over the trainable weights; with `loraplus_lr_ratio`, peft's LoRA+ optimizer (B learns faster)."""
-    if config.loraplus_lr_ratio and config.adapter != "full":
+    """AdamW over the trainable weights; with a `loraplus_lr_ratio` other than 1, peft's LoRA+ optimizer (B learns
+    that many times faster than A)."""
+    if config.loraplus_lr_ratio not in (None, 1.0) and config.adapter != "full":
         from peft.optimizers import create_loraplus_optimizer
 
         return create_loraplus_optimizer(
