@@ -39,7 +39,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from ftlab.config import AUTO_RULES, BUNDLED_MODEL, TrainConfig, runs_dir  # noqa: E402
+from ftlab.config import AUTO_RULES, AUTO_SETTINGS, BUNDLED_MODEL, TrainConfig, runs_dir  # noqa: E402
 from ftlab.data.labels import read_labels  # noqa: E402
 from ftlab.data.schema import read_examples  # noqa: E402
 from ftlab.data.scoring import parse_json  # noqa: E402
@@ -60,8 +60,7 @@ from ftlab.train.sweep import (  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data"
 DATASETS = ("recipes_real", "support_intents", "bug_tickets")  # JSON lists, 60 labels, short answers citing ids
-SETTINGS = ("n_epochs", "learning_rate_multiplier", "batch_size", "adapter", "lora_r", "lora_alpha",
-            "lora_dropout", "loraplus_lr_ratio")  # fmt: skip
+SETTINGS = ("batch_size", "adapter", *AUTO_SETTINGS)
 TEST_METRIC = {"set_f1": "set_f1", "exact": "accuracy", "chrf": "chrf"}  # select_by → the eval summary's key
 
 

@@ -139,17 +139,15 @@ def auto_wide(n_examples: int, batch_size: int) -> dict[str, Any]:
 def auto_settings(
     n_examples: int, batch_size: int, adapter: str = "lora", method: str = "supervised", rule: AutoRule | None = None
 ) -> dict[str, Any]:
-    """What "auto" stands for under `rule` (default AUTO_RULE): each of AUTO_SETTINGS but lora_alpha, which is
-    ALPHA_PER_RANK times whichever rank the run gets. "wide" was measured on supervised adapters only: full
-    fine-tuning and DPO get "steps" under it."""
+    """What "auto" stands for under `rule` (default AUTO_RULE), for AUTO_SETTINGS; `TrainConfig.resolve` makes an
+    "auto" lora_alpha ALPHA_PER_RANK times whichever rank the run gets. "wide" was measured on supervised adapters
+    only: full fine-tuning and DPO get "steps" under it."""
     rule = rule or AUTO_RULE
     if rule == "wide" and adapter != "full" and method == "supervised":
-        settings = auto_wide(n_examples, batch_size)
-    else:
-        n_epochs, multiplier = (auto_epochs(n_examples), 1.0) if rule == "cookbook" else auto_by_steps(
-            n_examples, batch_size, adapter)
-        settings = {"n_epochs": n_epochs, "learning_rate_multiplier": multiplier, **PLAIN_LORA}
-    return settings
+        return auto_wide(n_examples, batch_size)
+    n_epochs, multiplier = (auto_epochs(n_examples), 1.0) if rule == "cookbook" else auto_by_steps(
+        n_examples, batch_size, adapter)
+    return {"n_epochs": n_epochs, "learning_rate_multiplier": multiplier, **PLAIN_LORA}
 
 
 def auto_batch_size(n_examples: int) -> int:
