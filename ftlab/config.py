@@ -106,6 +106,13 @@ def auto_epochs(n_examples: int) -> int:
     return n_epochs
 
 
+def epochs_for_steps(n_examples: int, batch_size: int, target_steps: int) -> int:
+    """At least the cookbook's epochs, more until the run takes `target_steps` optimizer steps (at most
+    MAX_STEPS_EPOCHS): the epoch count of both the "steps" and the "wide" rule."""
+    steps_per_epoch = math.ceil(n_examples / batch_size)
+    return max(auto_epochs(n_examples), min(MAX_STEPS_EPOCHS, math.ceil(target_steps / steps_per_epoch)))
+
+
 def auto_by_steps(n_examples: int, batch_size: int, adapter: str = "lora") -> tuple[int, float]:
     """The "auto" rule (AUTO_RULE "steps"): (n_epochs, learning_rate_multiplier) from the number of optimizer steps.
 
@@ -114,8 +121,7 @@ def auto_by_steps(n_examples: int, batch_size: int, adapter: str = "lora") -> tu
     the length cap (set-F1 0.52) while 5 epochs at x2.5 reach 0.80. So: at least the cookbook's epochs, more until
     the run has TARGET_STEPS steps (at most MAX_STEPS_EPOCHS), and an adapter's learning rate x2.5 on sets up to
     SMALL_SET examples, easing (log-linearly) to x1 at LARGE_SET. Full fine-tuning keeps x1."""
-    steps_per_epoch = math.ceil(n_examples / batch_size)
-    n_epochs = max(auto_epochs(n_examples), min(MAX_STEPS_EPOCHS, math.ceil(TARGET_STEPS / steps_per_epoch)))
+    n_epochs = epochs_for_steps(n_examples, batch_size, TARGET_STEPS)
     if adapter == "full" or n_examples >= LARGE_SET:
         return n_epochs, 1.0
     if n_examples <= SMALL_SET:
@@ -130,8 +136,7 @@ def auto_wide(n_examples: int, batch_size: int) -> dict[str, Any]:
     cookbook's epochs and more until WIDE_TARGET_STEPS optimizer steps (at most MAX_STEPS_EPOCHS). On 100 real
     recipes (7 epochs) it scored set-F1 0.866 with 0.980 valid JSON on 200 held-out recipes, against "steps'"
     0.825 / 0.950; measured on sets of 80 to 240 examples only."""
-    steps_per_epoch = math.ceil(n_examples / batch_size)
-    n_epochs = max(auto_epochs(n_examples), min(MAX_STEPS_EPOCHS, math.ceil(WIDE_TARGET_STEPS / steps_per_epoch)))
+    n_epochs = epochs_for_steps(n_examples, batch_size, WIDE_TARGET_STEPS)
     return {"n_epochs": n_epochs, "learning_rate_multiplier": WIDE_LR_MULTIPLIER, "lora_r": WIDE_LORA_R,
             "lora_dropout": WIDE_DROPOUT, "loraplus_lr_ratio": WIDE_LORAPLUS_RATIO}  # fmt: skip
 
