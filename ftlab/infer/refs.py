@@ -16,6 +16,7 @@ portable name (the alias, or the hub id with its commit) so a run folder copied 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -27,6 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ftlab.config import TrainConfig
+from ftlab.data.reply_format import read_reply_schema
 from ftlab.models import (
     BUNDLED_GGUF,
     ModelNotFound,
@@ -62,6 +64,16 @@ class ModelRef:
     def local(self) -> bool:
         """Whether the model runs in this process (only then are its tokens and logits at hand)."""
         return self.base_url is None
+
+    @property
+    def reply_schema(self) -> dict | None:
+        """The JSON schema the model's training replies share, kept with its checkpoint (the adapter folder, or
+        a fully fine-tuned model's own), which decoding holds its replies to; None for a base model, an endpoint,
+        replies that were not JSON, or without the grammar engine that would hold them (xgrammar: the
+        `structured` extra), whose absence leaves decoding free rather than failing."""
+        folder = self.adapter or (Path(self.model) if self.local and self.kind != "base" else None)
+        schema = read_reply_schema(folder)
+        return schema if schema is not None and importlib.util.find_spec("xgrammar") is not None else None
 
     def describe(self) -> dict:
         return {

@@ -39,6 +39,7 @@ from torch import nn
 
 import ftlab
 from ftlab.config import SELECT_AUTO, VALIDATION_LOSS, TrainConfig, runs_dir
+from ftlab.data.reply_format import REPLY_SCHEMA_FILE, learned_reply_schema, write_reply_schema
 from ftlab.data.schema import ChatExample, DataError, file_sha256, read_examples, template_messages
 from ftlab.data.scoring import applies_to, auto_selection_metric, auto_selection_size, mean_score
 from ftlab.models import Precision, best_precision, load_model, load_tokenizer, set_threads
@@ -568,10 +569,11 @@ def peak_memory_mib(accelerator: Accelerator) -> dict[str, list[float]]:
 
 def save_checkpoint(
     accelerator: Accelerator, model: nn.Module, tokenizer, folder: Path, resumable: bool,
-    prepared: nn.Module | None = None,
+    prepared: nn.Module | None = None, reply_schema: dict[str, Any] | None = None,
 ) -> None:  # fmt: skip
-    """Write the adapter (or full model) and the tokenizer and, if `resumable`, accelerate's state in resume/:
-    optimizer, schedule, every process's RNG and the loop's state. Atomically: a crash leaves no half folder.
+    """Write the adapter (or full model), the tokenizer, the reply schema the training replies share (see
+    `ftlab.data.reply_format`) and, if `resumable`, accelerate's state in resume/: optimizer, schedule, every
+    process's RNG and the loop's state. Atomically: a crash leaves no half folder.
 
     Under FSDP each process holds a shard of the weights: every process helps gather them from `prepared` (the
     loss module `accelerator.prepare` returned) first. Untested here: accelerate runs FSDP on GPUs only.
@@ -591,6 +593,7 @@ def save_checkpoint(
             extra["save_embedding_layers"] = False
         model.save_pretrained(tmp, **extra)
         tokenizer.save_pretrained(tmp)
+        write_reply_schema(tmp, reply_schema)
     accelerator.wait_for_everyone()
     if resumable:
         accelerator.save_state(tmp / RESUME_DIR)  # every process writes its own RNG state
@@ -687,6 +690,10 @@ def train(
             emit(TrainEvent("message", f"select_by auto: {select_by}, scored on replies generated for {which} "
                             "validation examples at each evaluation (their replies are JSON)"))
     scorer = reply_scorer(config, scored, validation_file, score_validation)
+    reply_schema = learned_reply_schema([e.reference() for e in train_examples])
+    if reply_schema is not None:
+        emit(TrainEvent("message", f"The training replies are JSON: each checkpoint keeps their shape "
+                        f"({REPLY_SCHEMA_FILE}), and ftlab eval and serve hold the model's replies to it"))
     truncated = [item.line for item in train_items if item.truncated_tokens]
     if truncated:
         emit(TrainEvent("warning", f"{len(truncated)} training examples exceed max_length={config.max_length} "
@@ -837,7 +844,8 @@ def train(
                    **{k: last_eval.get(k) if last_eval else None for k in evaluated}}
         loop.epoch = epoch + 1
         loop.checkpoints.append(Checkpoint(loop.step, epoch + 1, folder, metrics))
-        save_checkpoint(accelerator, model, tokenizer, folder, resumable=True, prepared=loss_module)
+        save_checkpoint(accelerator, model, tokenizer, folder, resumable=True, prepared=loss_module,
+                        reply_schema=reply_schema)
         if accelerator.is_main_process:
             for older in loop.checkpoints[:-1]:
                 shutil.rmtree(older.path / RESUME_DIR, ignore_errors=True)
@@ -858,7 +866,8 @@ def train(
     checkpoints = loop.checkpoints
     best = best_checkpoint(checkpoints, config)
     cost = scoring_cost(scoring_seconds, n_scored, len(scored), time.perf_counter() - run_started) if n_scored else None
-    save_checkpoint(accelerator, model, tokenizer, final_dir, resumable=False, prepared=loss_module)
+    save_checkpoint(accelerator, model, tokenizer, final_dir, resumable=False, prepared=loss_module,
+                    reply_schema=reply_schema)
     peak_memory = peak_memory_mib(accelerator)
     if accelerator.is_main_process:
         write_metrics(metrics_csv, loop.rows, columns)
