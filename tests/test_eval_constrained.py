@@ -167,3 +167,60 @@ def test_json_schema_rows_ended_by_a_stop_string_leave_the_others_constrained(ch
     assert torch.isfinite(scores[0]).all()  # left alone: transformers pads it anyway
     after_quote = allowed(scores[1])
     assert after_quote and all(t.startswith("a") for t in after_quote), after_quote  # only the key "a" may follow
+
+
+# --- The reply schema a fine-tuned model learned -------------------------------------------------------------------
+def test_the_reply_schema_is_the_training_replies_shape_with_arrays_capped():
+    from ftlab.data.reply_format import learned_reply_schema
+
+    lists = ['["flour", "sugar"]', '["eggs", "milk", "butter", "salt"]', "[]"]
+    assert learned_reply_schema(lists) == {"type": "array", "items": {"type": "string"}, "maxItems": 5}
+    objects = ['{"name": "寿司", "tags": ["fish", "rice"], "price": 3}', '{"name": "茶", "tags": [], "price": 1.5}']
+    schema = learned_reply_schema(objects)
+    assert schema["required"] == ["name", "price", "tags"] and list(schema["properties"]) == ["name", "tags", "price"]
+    assert schema["properties"]["tags"] == {"type": "array", "items": {"type": "string"}, "maxItems": 3}
+    assert schema["properties"]["price"] == {"type": "number"}
+    for replies in ([], ["happy", "sad"], ['["a"]', "not json"], ['["a"]', "42"], ['"a string"']):
+        assert learned_reply_schema(replies) is None, replies  # free text, labels and bare values are not held
+
+
+def test_eval_holds_a_fine_tuned_model_to_its_learned_reply_schema_unless_decode_free(
+    tiny_model_dir: Path, tiny_adapters: list[Path], tmp_path: Path
+):
+    pytest.importorskip("xgrammar")
+    import shutil
+
+    from ftlab.data.reply_format import REPLY_SCHEMA_FILE, learned_reply_schema, write_reply_schema
+    from ftlab.evaluate.run import EvalOptions, evaluate
+    from ftlab.infer.refs import resolve_refs
+
+    references = ['["flour", "sugar"]', '["eggs"]', '["milk", "salt"]']
+    test_file = tmp_path / "test.jsonl"
+    test_file.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"Ingredients of dish {i}"},
+                                                          {"role": "assistant", "content": r}]}) + "\n"
+                                 for i, r in enumerate(references)))  # fmt: skip
+    adapter = tmp_path / "checkpoint"
+    shutil.copytree(tiny_adapters[0], adapter)
+    schema = learned_reply_schema(references)
+    schema["items"]["maxLength"] = 8  # a random model would otherwise write one string to the token cap
+    write_reply_schema(adapter, schema)
+    assert (adapter / REPLY_SCHEMA_FILE).is_file()
+    common = {"max_new_tokens": 48, "n_resamples": 100}
+    held = evaluate(test_file, resolve_refs([str(adapter)]), EvalOptions(**common)).models[0]
+    assert held.summary["decode"] == "reply_schema" and held.summary["json_valid"] == 1.0
+    assert all(len(json.loads(e["output"])) <= 3 for e in held.examples)
+    free = evaluate(test_file, resolve_refs([str(adapter)]), EvalOptions(decode="free", **common)).models[0]
+    assert "decode" not in free.summary and free.summary["json_valid"] < 1.0  # what the schema kept it from
+    base = evaluate(test_file, resolve_refs([str(tiny_model_dir)]), EvalOptions(**common)).models[0]
+    assert "decode" not in base.summary  # a base model learned no reply format
+
+    from typer.testing import CliRunner
+
+    from ftlab.cli.main import app
+
+    ask = ["generate", "--model", str(adapter), "--user", "Ingredients of dish 1", "--max-new-tokens", "48"]
+    generated = CliRunner().invoke(app, ask)
+    assert generated.exit_code == 0, generated.output
+    assert generated.output.strip() == held.examples[1]["output"].strip()  # `ftlab generate` decodes as eval does
+    free_reply = CliRunner().invoke(app, [*ask, "--decode", "free"])
+    assert free_reply.exit_code == 0 and free_reply.output.strip() == free.examples[1]["output"].strip()

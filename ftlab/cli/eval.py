@@ -136,10 +136,12 @@ def eval_command(
     baseline: str | None = typer.Option(None, help="Model the others are compared with (default: the first)."),
     labels: Path | None = typer.Option(None, help="LABELS.txt, one allowed label per line: adds the label metrics "
                                        "(valid-label rate, accuracy, macro-F1, per-label precision/recall)."),
-    decode: str = typer.Option("free", help="free: plain generation; constrained: only the --labels can be "
-                               "written (token trie; for an openai: endpoint, sent as ftlab serve's `labels` "
-                               "extension); rank: score every label by log-likelihood, take the best (local models)."),
-    fallback: str | None = typer.Option(None, help="nearest: with --decode free, map an output that is not a "
+    decode: str = typer.Option("auto", help="auto: a fine-tuned model trained on JSON replies is held to their "
+                               "shape (the reply_schema.json its checkpoint keeps), anything else decodes freely; "
+                               "free: plain generation; constrained: only the --labels can be written (token trie; "
+                               "for an openai: endpoint, sent as ftlab serve's `labels` extension); rank: score every "
+                               "label by log-likelihood, take the best (local models)."),
+    fallback: str | None = typer.Option(None, help="nearest: with --decode free or auto, map an output that is not a "
                                         "label to the closest label by embedding cosine (bundled MiniLM)."),
     json_schema: Path | None = typer.Option(None, "--json-schema", help="SCHEMA.json: generation constrained to "
                                             "JSON valid under this schema (xgrammar)."),

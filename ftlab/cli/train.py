@@ -161,6 +161,9 @@ def generate_command(
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass (with temperature > 0).")] = 1.0,
     max_new_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = 256,
     seed: Annotated[int | None, typer.Option(help="Seed for sampling.")] = None,
+    decode: Annotated[str, typer.Option(help="auto: a fine-tuned model trained on JSON replies is held to their "
+                                        "shape (its checkpoint's reply_schema.json), as in `ftlab eval`; free: "
+                                        "plain generation.")] = "auto",  # fmt: skip
 ) -> None:
     """Print a model's reply to one user message (greedy by default)."""
     from ftlab.infer.backend import open_backend
@@ -169,13 +172,17 @@ def generate_command(
 
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
     options = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed}
+    if decode not in ("auto", "free"):
+        fail(f"--decode must be auto or free, not '{decode}'")
     try:
-        chat = open_backend(resolve_ref(model, adapter=adapter))
+        ref = resolve_ref(model, adapter=adapter)
+        chat = open_backend(ref)
         if not chat.local:  # an endpoint answers whole
             console.print(chat.generate([messages], **options)[0].text, highlight=False, markup=False)
             return
+        constraint = chat.constraint(None, ref.reply_schema if decode == "auto" else None)
     except (ModelNotFound, ValueError, EndpointError) as exc:
         fail(str(exc))
-    for delta in chat.stream(messages, **options):
+    for delta in chat.stream(messages, constraint=constraint, **options):
         console.print(delta, end="", highlight=False, markup=False)
     console.print()

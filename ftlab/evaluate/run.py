@@ -22,7 +22,7 @@ from ftlab.evaluate.metrics import aggregate, auto_metrics
 from ftlab.infer.backend import ChatBackend, default_max_new_tokens, open_backend
 from ftlab.infer.refs import ModelRef
 
-DECODE_MODES = ("free", "constrained", "rank")
+DECODE_MODES = ("auto", "free", "constrained", "rank")
 # Per-example scores, in the order a summary table shows them; the first present one is the headline metric.
 HEADLINE_ORDER = ("tool_args", "tool_name", "set_f1", "field_acc", "label_acc", "contains", "chrf", "json_valid",
                   "valid_label", "exact")
@@ -34,7 +34,7 @@ class EvalOptions:
 
     metrics: list[str] | None = None  # None: chosen from the references (see metrics.auto_metrics)
     labels: list[str] | None = None
-    decode: str = "free"
+    decode: str = "auto"  # a fine-tuned model's learned reply schema (see `reply_schema`), else free
     fallback: str | None = None  # "nearest": map invalid free outputs to the closest label
     json_schema: dict[str, Any] | None = None
     max_new_tokens: int | None = None  # None: enough for the longest reference
@@ -50,7 +50,7 @@ class EvalOptions:
             raise ValueError(f"--decode {self.decode} needs the label set: --labels LABELS.txt")
         if self.fallback not in (None, "nearest"):
             raise ValueError(f"--fallback must be 'nearest', not '{self.fallback}'")
-        if self.fallback and (self.decode != "free" or not self.labels):
+        if self.fallback and (self.decode not in ("auto", "free") or not self.labels):
             raise ValueError("--fallback nearest goes with --decode free and --labels LABELS.txt")
         if self.json_schema is not None and self.labels:
             raise ValueError("--json-schema and --labels constrain the output in two different ways: pick one")
@@ -115,11 +115,21 @@ class EvalResult:
         return path
 
 
+def reply_schema(spec: ModelRef, options: EvalOptions) -> dict[str, Any] | None:
+    """The JSON schema `spec`'s replies are held to: --json-schema's; under --decode auto, the one a fine-tuned
+    model's training replies share (`ftlab.data.reply_format`); None for plain decoding."""
+    if options.json_schema is not None:
+        return options.json_schema
+    return spec.reply_schema if options.decode == "auto" and not options.labels else None
+
+
 def generate_outputs(model: ChatBackend, conversations: list[list[dict[str, Any]]], references: Sequence[str],
-                     options: EvalOptions, tools: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+                     options: EvalOptions, tools: list[dict[str, Any]] | None = None,
+                     json_schema: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """What `model` answers to each conversation under the chosen decoding: a dict per example with `output`
     (and `raw_output` when the nearest-label fallback replaced it), token counts and finish reason. `tools`: the
-    functions every conversation may call (their calls are part of the output's text)."""
+    functions every conversation may call (their calls are part of the output's text); `json_schema`: what the
+    replies are held to (`reply_schema`)."""
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(conversations), desc="replies", unit="reply", dynamic_ncols=True, leave=False,
@@ -142,7 +152,7 @@ def generate_outputs(model: ChatBackend, conversations: list[list[dict[str, Any]
         conversations,
         max_new_tokens=options.max_new_tokens or default_max_new_tokens(model, references),
         labels=options.labels if options.decode == "constrained" else None,
-        json_schema=options.json_schema,
+        json_schema=json_schema,
         tools=tools,
         on_done=bar.update,
     )
@@ -181,9 +191,10 @@ def evaluate_model(spec: ModelRef, examples: Sequence[ChatExample], metrics: Seq
     by_tools: dict[str, list[int]] = {}  # one `generate` call per set of tool definitions (usually one)
     for index, example in enumerate(examples):
         by_tools.setdefault(json.dumps(example.tool_definitions()), []).append(index)
+    schema = reply_schema(spec, options)
     for indices in by_tools.values():
         outputs = generate_outputs(model, [conversations[i] for i in indices], [references[i] for i in indices],
-                                   options, examples[indices[0]].tool_definitions() or None)  # fmt: skip
+                                   options, examples[indices[0]].tool_definitions() or None, schema)  # fmt: skip
         for index, row in zip(indices, outputs, strict=True):
             rows[index] = row
     generated = time.perf_counter()
@@ -203,6 +214,8 @@ def evaluate_model(spec: ModelRef, examples: Sequence[ChatExample], metrics: Seq
                                "rescued_correct": sum(r["output"].strip() == r["reference"].strip() for r in rescued)}
     if options.decode in ("constrained", "rank") or options.fallback:
         summary["decode"] = options.decode + ("+nearest" if options.fallback else "")
+    elif schema is not None:
+        summary["decode"] = "json_schema" if options.json_schema is not None else "reply_schema"
     return ModelResult(spec=spec, summary=summary, examples=records, seconds=generated - loaded,
                        load_seconds=loaded - started)
 

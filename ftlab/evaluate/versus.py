@@ -226,7 +226,9 @@ def run_comparison(plan: Plan, *, on_arm: Callable[[str, int, int], None] | None
     """Build every arm's prompts, generate with each model once loaded, score, price and compare; then, with
     `fit` and sizes, the learning curve (trained by `fit` under `curve_folder`)."""
     options = plan.options
-    eval_options = EvalOptions(metrics=plan.metrics, max_new_tokens=options.max_new_tokens,
+    # Every arm decodes freely: a fine-tuned arm's learned reply schema (`ftlab eval`'s default) would hold it
+    # to JSON while the prompted arms wrote freely, and the arms would differ by more than prompts and weights.
+    eval_options = EvalOptions(metrics=plan.metrics, decode="free", max_new_tokens=options.max_new_tokens,
                                batch_size=options.batch_size, baseline=options.baseline,
                                n_resamples=options.n_resamples)  # fmt: skip
     prompter = Prompter(plan.train, plan.docs, options.embedder)
