@@ -106,3 +106,31 @@ def test_a_cancelled_job_stops_at_the_next_step(base: SharedBase, scheduler: Sch
     [after] = run(scheduler, [Job(base, prompt(base, PROMPTS[1]), 4)])
     assert after[0].completion_tokens == 4
     assert scheduler.stats["cancelled"] == cancelled + 1
+
+
+def test_requests_held_to_one_json_schema_share_a_batch_and_each_row_keeps_its_grammar(
+    base: SharedBase, scheduler: Scheduler, tiny_adapters
+):
+    pytest.importorskip("xgrammar")
+    import json
+
+    from ftlab.infer.constrained import json_schema_constraint, label_constraint
+
+    schema = {"type": "array", "items": {"type": "string", "maxLength": 6}, "maxItems": 3}
+    vocab = base.model.config.vocab_size
+
+    def held(text: str, adapter: Path | None) -> Job:
+        constraint = json_schema_constraint(base.tokenizer, schema, vocab_size=vocab)
+        return Job(base, prompt(base, text), 40, adapter=adapter, constraint=constraint)
+
+    specs = [(PROMPTS[0], None), (PROMPTS[1], tiny_adapters[0]), (PROMPTS[2], tiny_adapters[1]), (PROMPTS[3], None)]
+    jobs = [held(text, adapter) for text, adapter in specs]
+    assert len({job.batch_key() for job in jobs}) == 1 and jobs[0].batch_key() is not None
+    other = json_schema_constraint(base.tokenizer, {**schema, "maxItems": 2}, vocab_size=vocab)
+    assert Job(base, jobs[0].prompt, 40, constraint=other).batch_key() != jobs[0].batch_key()
+    labels = label_constraint(base.tokenizer, ["yes", "no"])
+    assert Job(base, jobs[0].prompt, 40, constraint=labels).batch_key() is None  # a label trie runs alone
+    together = run(scheduler, jobs)
+    alone = [run(scheduler, [held(text, adapter)])[0] for text, adapter in specs]
+    assert [[c.text for c in r] for r in together] == [[c.text for c in r] for r in alone]
+    assert all(len(json.loads(r[0].text)) <= 3 for r in together if r[0].finish_reason == "stop")

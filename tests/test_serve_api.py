@@ -228,6 +228,32 @@ def test_a_job_picks_its_checkpoint_by_a_task_metric_and_its_events_carry_it(
     assert [m["step"] for m in live["metrics"] if m["exact"] is not None] == [2, 4]
 
 
+def test_a_model_trained_on_json_replies_answers_in_their_shape_unless_asked_for_text(
+    server: Server, client: openai.OpenAI, tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    rows = [{"messages": [{"role": "user", "content": f"Ingredients: {i} eggs, {i} cups flour"},
+                          {"role": "assistant", "content": json.dumps(["eggs", "flour"][: 1 + i % 2])}]}
+            for i in range(10)]  # fmt: skip
+    train = client.files.create(file=write_jsonl(tmp_path / "lists.jsonl", rows).open("rb"), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(training_file=train.id, model=str(tiny_model_dir),
+                                         hyperparameters={"n_epochs": 1, "batch_size": 5})  # fmt: skip
+    job = wait_terminal(client, job.id)
+    assert job.status == "succeeded", job.error
+    events = client.fine_tuning.jobs.list_events(fine_tuning_job_id=job.id, limit=100).data
+    assert any(e.message.startswith("The training replies are JSON") for e in events)
+    (run_dir,) = [p for p in (server.home / "runs").iterdir() if (p / "config.json").is_file()
+                  and json.loads((p / "config.json").read_text())["train_file"].endswith(train.id)]  # fmt: skip
+    learned = json.loads((run_dir / "final" / "reply_schema.json").read_text())
+    assert learned == {"type": "array", "items": {"type": "string"}, "maxItems": 3}
+    ask = [{"role": "user", "content": "Ingredients: 3 eggs, 1 cup milk"}]
+    held = client.chat.completions.create(model=job.fine_tuned_model, messages=ask, max_tokens=200, temperature=0)
+    assert held.choices[0].finish_reason == "stop"
+    assert len(json.loads(held.choices[0].message.content)) <= 3  # a random model, held to the learned shape
+    text = client.chat.completions.create(model=job.fine_tuned_model, messages=ask, max_tokens=200, temperature=0,
+                                          response_format={"type": "text"})  # fmt: skip
+    assert text.choices[0].message.content != held.choices[0].message.content
+
+
 def test_cancel_a_job_and_page_through_jobs(client: openai.OpenAI, uploaded: dict[str, str], tiny_model_dir: Path):
     job = client.fine_tuning.jobs.create(
         training_file=uploaded["train"], model=str(tiny_model_dir), hyperparameters={"n_epochs": 25, "batch_size": 1}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import subprocess
 from pathlib import Path
 
@@ -54,6 +55,14 @@ def test_fine_tuned_models_are_registered_with_vllm_and_answered_there(
     base = client.chat.completions.create(model=str(tiny_model_dir), messages=USER, max_tokens=5, temperature=0)
     assert base.choices[0].message.content == "served-base answers"  # vLLM's name for the base
     assert fake_vllm.requests[-1] == {"model": "served-base", "messages": USER, "max_tokens": 5, "temperature": 0}
+
+    learned = {"type": "array", "items": {"type": "string"}, "maxItems": 3}  # as a run on JSON replies keeps it
+    (Path(fake_vllm.adapters[name]) / "reply_schema.json").write_text(json.dumps(learned))
+    client.chat.completions.create(model=name, messages=USER)
+    assert fake_vllm.requests[-1]["response_format"] == {"type": "json_schema",
+                                                        "json_schema": {"name": "reply", "schema": learned}}
+    client.chat.completions.create(model=name, messages=USER, response_format={"type": "text"})
+    assert fake_vllm.requests[-1]["response_format"] == {"type": "text"}
 
     with pytest.raises(openai.BadRequestError, match="labels"):
         client.chat.completions.create(model=name, messages=USER, extra_body={"labels": ["a", "b"]})

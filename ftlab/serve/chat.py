@@ -13,7 +13,9 @@ Loaded base models are kept in a small LRU (`max_loaded`); fine-tuned adapters a
 
 Outputs can be constrained: `response_format` `json_schema` / `json_object` (OpenAI's structured outputs,
 through `ftlab.infer.constrained`'s grammar processor) and ftlab's extension `labels: [...]`, which makes the
-reply exactly one of the given labels (a label-trie logits processor).
+reply exactly one of the given labels (a label-trie logits processor). A fine-tuned model whose training replies
+were JSON answers a request without `response_format` in their shape (`ftlab.data.reply_format`);
+`response_format: {"type": "text"}` lets it write freely.
 
 Tools (`tools`, `tool_choice`, `parallel_tool_calls`, the legacy `functions`/`function_call`) are rendered into
 the prompt as training renders them and read back from the reply by `ftlab.data.tools`; their calls are held to
@@ -227,6 +229,8 @@ class ChatEngine:
                                    f"{' or lower ' + param if max_tokens is not None else ''}.")  # fmt: skip
         max_new_tokens = max_tokens or min(DEFAULT_MAX_TOKENS, room)
         constraint, schema = None, _schema(body)
+        if body.response_format is None and not body.labels and not (tools is not None and tools.calls):
+            schema = served.reply_schema  # a model trained on JSON replies answers in their shape
         tokenizer = vocabulary.tokenizer
         if tools is not None and tools.calls:
             try:
