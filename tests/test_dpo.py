@@ -83,10 +83,22 @@ def test_the_preferred_reply_gains_on_the_non_preferred(tmp_path: Path, tiny_mod
     assert (record["config"]["method"], record["config"]["beta"], record["status"]) == ("dpo", 0.5, "succeeded")
     assert record["best_checkpoint"] in [str(run / f"checkpoint-epoch-{n}") for n in (1, 2, 3)]
     assert (run / "loss.png").stat().st_size > 0 and torch.load(run / "reference_logps.pt")["train"].shape == (12, 2)
+    assert not (run / "final" / "reply_schema.json").exists()  # free-text replies: nothing to hold them to
     shown = CliRunner().invoke(app, ["runs", "show", str(run), "--json"])
     recorded = json.loads(shown.stdout)["metrics"]
     assert [m["step"] for m in recorded] == list(range(1, 10))
     assert recorded[-1]["valid_reward_accuracy"] == 1.0 and abs(recorded[0]["train_reward_margin"]) < 1e-4
+
+
+def test_a_run_on_json_preferred_replies_keeps_their_schema(tmp_path: Path, tiny_model_dir: Path) -> None:
+    rows = animal_pairs(ANIMALS[:10])
+    for i, row in enumerate(rows):
+        row["preferred_output"][0]["content"] = json.dumps({"animal": ANIMALS[i], "sounds": ["hi"] * (1 + i % 3)})
+    config = TrainConfig(model=str(tiny_model_dir), method="dpo", n_epochs=1, batch_size=5)
+    train_dpo(config, write_jsonl(tmp_path / "json.jsonl", rows), None, tmp_path / "run", progress=False)
+    for folder in ("checkpoint-epoch-1", "final"):
+        schema = json.loads((tmp_path / "run" / folder / "reply_schema.json").read_text())
+        assert schema["required"] == ["animal", "sounds"] and schema["properties"]["sounds"]["maxItems"] == 4
 
 
 def test_resume_equals_an_uninterrupted_run(tmp_path: Path, tiny_model_dir: Path, data) -> None:

@@ -51,7 +51,7 @@ class EvalOptions:
         if self.fallback not in (None, "nearest"):
             raise ValueError(f"--fallback must be 'nearest', not '{self.fallback}'")
         if self.fallback and (self.decode not in ("auto", "free") or not self.labels):
-            raise ValueError("--fallback nearest goes with --decode free and --labels LABELS.txt")
+            raise ValueError("--fallback nearest goes with --decode free (or auto) and --labels LABELS.txt")
         if self.json_schema is not None and self.labels:
             raise ValueError("--json-schema and --labels constrain the output in two different ways: pick one")
 

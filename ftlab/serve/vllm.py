@@ -131,9 +131,9 @@ class VLLMEngine:
                               "(ftlab.data.tools), which vLLM's prompt would lack; serve tool calls with the default "
                               "engine", param=param)  # fmt: skip
         payload = body.model_dump(exclude_none=True)
-        if body.response_format is None and served.reply_schema is not None:  # as the default engine does
-            payload["response_format"] = {"type": "json_schema",
-                                          "json_schema": {"name": "reply", "schema": served.reply_schema}}
+        learned = served.reply_schema if body.response_format is None else None  # as the default engine holds it
+        if learned is not None:
+            payload["response_format"] = {"type": "json_schema", "json_schema": {"name": "reply", "schema": learned}}
         if served.kind == "ft":
             await self.register(served)
         elif portable_base(served.model)[0] != portable_base(self.base)[0]:

@@ -44,6 +44,7 @@ from torch import nn
 
 import ftlab
 from ftlab.config import TrainConfig
+from ftlab.data.reply_format import learned_reply_schema
 from ftlab.data.schema import DataError, file_sha256, read_preferences
 from ftlab.infer.refs import resolve_init_adapter
 from ftlab.models import Precision, load_model, load_tokenizer, set_threads
@@ -220,6 +221,7 @@ def train_dpo(
     tokenizer = load_tokenizer(config.model)
     train_pairs = tokenize_pairs(tokenizer, train_file, config.max_length)
     valid_pairs = tokenize_pairs(tokenizer, validation_file, config.max_length) if validation_file else []
+    reply_schema = learned_reply_schema([e.outputs()[0].text for e in read_preferences(train_file)])
     cut = [p.line for p in train_pairs if p.preferred.truncated_tokens or p.non_preferred.truncated_tokens]
     if cut:
         emit(TrainEvent("warning", f"{len(cut)} training pairs exceed max_length={config.max_length} tokens and "
@@ -346,7 +348,7 @@ def train_dpo(
                 break
         if status == "cancelled":
             break
-        _epoch_checkpoint(accelerator, model, tokenizer, output_dir, loop, epoch, emit)
+        _epoch_checkpoint(accelerator, model, tokenizer, output_dir, loop, epoch, emit, reply_schema)
         if loop.stopped_early:
             emit(TrainEvent("message", f"Early stopping at step {loop.step}: validation loss has not improved "
                             f"for {config.early_stopping_patience} evaluations"))  # fmt: skip
@@ -358,7 +360,7 @@ def train_dpo(
     final_dir, metrics_csv = output_dir / "final", output_dir / "metrics.csv"
     best = min((c for c in loop.checkpoints if c.metrics.get("valid_loss") is not None),
                key=lambda c: c.metrics["valid_loss"], default=None)  # fmt: skip
-    save_checkpoint(accelerator, model, tokenizer, final_dir, resumable=False)
+    save_checkpoint(accelerator, model, tokenizer, final_dir, resumable=False, reply_schema=reply_schema)
     if accelerator.is_main_process:
         write_metrics(metrics_csv, loop.rows, METRIC_COLUMNS)
         if loop.rows:
@@ -397,15 +399,16 @@ def _after_validation(loop: LoopState, row: dict, config: TrainConfig, emit: Cal
 
 
 def _epoch_checkpoint(accelerator, model: nn.Module, tokenizer, output_dir: Path, loop: LoopState, epoch: int,
-                      emit: Callable[[TrainEvent], None]) -> None:  # fmt: skip
-    """The adapter of an epoch, with the state to resume from in resume/ (the newest checkpoint's only)."""
+                      emit: Callable[[TrainEvent], None], reply_schema: dict | None) -> None:  # fmt: skip
+    """The adapter of an epoch, with the state to resume from in resume/ (the newest checkpoint's only) and the
+    schema of the preferred replies when they are JSON (`ftlab.data.reply_format`)."""
     folder = output_dir / f"checkpoint-epoch-{epoch + 1}"
     last_eval = next((r for r in reversed(loop.rows) if r["valid_loss"] is not None), None)
     metrics = {"step": loop.step, "train_loss": loop.rows[-1]["train_loss"],
                **{k: last_eval[k] if last_eval else None for k in METRIC_COLUMNS if k.startswith("valid_")}}
     loop.epoch = epoch + 1
     loop.checkpoints.append(Checkpoint(loop.step, epoch + 1, folder, metrics))
-    save_checkpoint(accelerator, model, tokenizer, folder, resumable=True)
+    save_checkpoint(accelerator, model, tokenizer, folder, resumable=True, reply_schema=reply_schema)
     if accelerator.is_main_process:
         for older in loop.checkpoints[:-1]:
             shutil.rmtree(older.path / RESUME_DIR, ignore_errors=True)
