@@ -218,6 +218,10 @@ def test_eval_holds_a_fine_tuned_model_to_its_learned_reply_schema_unless_decode
 
     from ftlab.cli.main import app
 
+    evaluated = CliRunner().invoke(app, ["eval", str(test_file), "--model", str(adapter), "--max-new-tokens", "48",
+                                         "--output", str(tmp_path / "eval.json")])  # fmt: skip
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "held to its learned reply schema" in " ".join(evaluated.output.split())
     ask = ["generate", "--model", str(adapter), "--user", "Ingredients of dish 1", "--max-new-tokens", "48"]
     generated = CliRunner().invoke(app, ask)
     assert generated.exit_code == 0, generated.output

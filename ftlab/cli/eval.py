@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -13,6 +14,10 @@ from ftlab.cli.output import print_error, print_table
 from ftlab.config import home
 from ftlab.data.schema import DataError
 from ftlab.evaluate.metrics import METRIC_HELP, parse_metrics
+
+if TYPE_CHECKING:
+    from ftlab.evaluate.run import EvalOptions
+    from ftlab.infer.refs import ModelRef
 
 console = Console()
 
@@ -103,6 +108,15 @@ def judge_tables(result) -> list[Table]:
     return tables
 
 
+def held_note(spec: ModelRef, options: EvalOptions) -> str:
+    """What the progress line adds when a model's replies are held to its learned reply schema."""
+    from ftlab.evaluate.run import reply_schema
+
+    if options.json_schema is None and reply_schema(spec, options) is not None:
+        return " (held to its learned reply schema, reply_schema.json; --decode free lets it write freely)"
+    return ""
+
+
 def eval_command(
     test_file: Path = typer.Argument(..., help="Held-out chat JSONL: each example's last assistant message is the "
                                      "reference answer (or preference pairs: the preferred output is)."),
@@ -164,7 +178,8 @@ def eval_command(
         if judge and not judge_specs:
             raise ValueError("--judge needs a --judge-model")
         result = evaluate(test_file, specs, options,
-                          on_model=lambda spec, i, n: console.print(f"[bold]({i}/{n})[/] generating with {spec.name}"))
+                          on_model=lambda spec, i, n: console.print(f"[bold]({i}/{n})[/] generating with {spec.name}"
+                                                                    + held_note(spec, options)))
         if judge:
             from ftlab.evaluate.judges import judge_evaluation
 
