@@ -84,11 +84,13 @@ OUTPUTS = ("preferred_output", "non_preferred_output")
 
 @dataclass
 class Pair:
-    """A tokenised preference pair: the prompt continued by each reply, the reply's tokens labelled."""
+    """A tokenised preference pair: the prompt continued by each reply, the reply's tokens labelled, and the
+    preferred reply's text (what the run's reply schema is learned from)."""
 
     preferred: Tokenized
     non_preferred: Tokenized
     line: int | None
+    preferred_text: str
 
     @property
     def length(self) -> int:
@@ -104,7 +106,7 @@ def tokenize_pairs(tokenizer, path: Path, max_length: int) -> list[Pair]:
             if item.n_trained == 0:
                 raise DataError(f"the prompt fills max_length={max_length} tokens: nothing of the reply is left to "
                                 "score", path=path, line=example.line, field=key)  # fmt: skip
-        pairs.append(Pair(both[0], both[1], example.line))
+        pairs.append(Pair(both[0], both[1], example.line, example.outputs()[0].text))
     return pairs
 
 
@@ -221,7 +223,7 @@ def train_dpo(
     tokenizer = load_tokenizer(config.model)
     train_pairs = tokenize_pairs(tokenizer, train_file, config.max_length)
     valid_pairs = tokenize_pairs(tokenizer, validation_file, config.max_length) if validation_file else []
-    reply_schema = learned_reply_schema([e.outputs()[0].text for e in read_preferences(train_file)])
+    reply_schema = learned_reply_schema([p.preferred_text for p in train_pairs])
     cut = [p.line for p in train_pairs if p.preferred.truncated_tokens or p.non_preferred.truncated_tokens]
     if cut:
         emit(TrainEvent("warning", f"{len(cut)} training pairs exceed max_length={config.max_length} tokens and "
